@@ -1,0 +1,1 @@
+"""Wire shapes shared with Celery: envelopes, task messages, result meta and events."""

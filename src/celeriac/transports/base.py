@@ -1,0 +1,146 @@
+"""The Transport interface every broker implements (design.md §3).
+
+Small, synchronous and batch-first. Delivery is at least once: a fetched message is
+leased to the fetching consumer and comes back only when that consumer is known to be
+gone (its lease was not renewed), never after a fixed timeout while it is still working.
+Delayed messages (``eta``) wait in the broker, not in a worker's memory.
+
+Priorities run 0-9 with the larger number first, as on AMQP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from celeriac.exceptions import OperationalError
+from celeriac.protocol.envelope import Envelope
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEAD_LETTER_SUFFIX = ".dead_letter"
+DEAD_LETTER_REASON_HEADER = "x-dead-letter-reason"
+DEAD_LETTER_QUEUE_HEADER = "x-original-queue"
+
+
+class TransportError(OperationalError):
+    """The broker could not be reached or refused an operation."""
+
+
+def dead_letter_queue(queue: str) -> str:
+    """Name the queue that holds messages dead-lettered from ``queue``."""
+    return queue + DEAD_LETTER_SUFFIX
+
+
+def clamp_priority(priority: int | None) -> int:
+    """Bring a priority into 0-9; None means 0."""
+    if priority is None:
+        return MIN_PRIORITY
+    return max(MIN_PRIORITY, min(MAX_PRIORITY, int(priority)))
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message for ``publish_many``; ``eta`` is a Unix time or None for now."""
+
+    queue: str
+    envelope: Envelope
+    priority: int = 0
+    eta: float | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A fetched message: acknowledge, reject or dead-letter it by ``tag``.
+
+    ``delivery_count`` is 1 the first time a message is fetched and grows each time it
+    comes back after its consumer vanished or rejected it with requeue.
+    """
+
+    envelope: Envelope
+    queue: str
+    tag: str
+    delivery_count: int = 1
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """A reader of one broadcast channel, from the moment it subscribed."""
+
+    def get(self, timeout: float) -> list[Envelope]:
+        """Return the envelopes broadcast since the last call, waiting up to ``timeout``."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening and free the subscription."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A message broker connection: queues with leases, plus broadcast channels.
+
+    Every method may be called from several threads at once; each implementation says
+    in its docstring how it stays safe.
+    """
+
+    url: str
+
+    def publish(
+        self, queue: str, envelope: Envelope, *, priority: int = 0, eta: float | None = None
+    ) -> None:
+        """Put one message on ``queue``; with ``eta`` it becomes visible at that Unix time."""
+        ...
+
+    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Put several messages in one round trip."""
+        ...
+
+    def fetch(self, queues: Sequence[str], max_messages: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``max_messages`` ready messages, highest priority first, then oldest.
+
+        Waits up to ``timeout`` seconds for the first one; returns an empty list if none.
+        Queues earlier in ``queues`` are not favoured over later ones.
+        """
+        ...
+
+    def ack(self, tags: Sequence[str]) -> None:
+        """Remove delivered messages for good."""
+        ...
+
+    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
+        """Give messages back (``requeue``) or drop them."""
+        ...
+
+    def release(self, tags: Sequence[str]) -> None:
+        """Give messages back unacknowledged without counting a delivery (warm shutdown)."""
+        ...
+
+    def dead_letter(self, tags: Sequence[str], reason: str) -> None:
+        """Move messages to their queue's dead-letter queue with ``reason`` in their headers."""
+        ...
+
+    def extend_lease(self, tags: Sequence[str]) -> None:
+        """Tell the broker that this consumer still holds and works on these messages."""
+        ...
+
+    def purge(self, queue: str) -> int:
+        """Delete every waiting message in ``queue``; return how many."""
+        ...
+
+    def queue_size(self, queue: str) -> int:
+        """Count the messages waiting in ``queue`` (ready or delayed, not leased)."""
+        ...
+
+    def broadcast(self, channel: str, envelope: Envelope) -> None:
+        """Send to every current subscriber of ``channel``; nobody listening means lost."""
+        ...
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Start receiving what is broadcast on ``channel`` from now on."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files; pending leases come back to the broker."""
+        ...
