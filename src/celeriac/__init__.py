@@ -1,0 +1,30 @@
+"""celeriac: a distributed task queue with Celery's API and wire protocol.
+
+``from celeriac import Celery`` (or ``Celeriac``) is a drop-in for ``from celery import
+Celery``. With no broker configured, an embedded SQLite file is the broker and the
+result store, so nothing else needs to run.
+"""
+
+from celeriac.app import Celeriac, Celery, shared_task
+from celeriac.canvas import Signature, maybe_signature, signature
+from celeriac.current import current_app, current_task, get_current_app
+from celeriac.result import AsyncResult, EagerResult
+from celeriac.task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "Celeriac",
+    "Celery",
+    "EagerResult",
+    "Signature",
+    "Task",
+    "__version__",
+    "current_app",
+    "current_task",
+    "get_current_app",
+    "maybe_signature",
+    "shared_task",
+    "signature",
+]

@@ -1,0 +1,378 @@
+"""Celeriac: the app. It holds the settings, the task registry and the broker and
+result-store connections made from their URLs, and wires the parts together.
+
+``Celery`` is an alias, so ``from celeriac import Celery`` is a drop-in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from celeriac import current, signals
+from celeriac.backends.base import Meta, ResultBackend
+from celeriac.config import Settings, settings_module_from_envvar, settings_source
+from celeriac.events.clock import LamportClock
+from celeriac.events.dispatcher import EventDispatcher
+from celeriac.events.receiver import EventReceiver
+from celeriac.registry import TaskRegistry
+from celeriac.result import AsyncResult
+from celeriac.task import Task, make_task
+from celeriac.transports.base import Transport
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_SQLITE_URL = "sqlite:///celeriac.sqlite3"
+BROKER_ENVIRONMENT = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL")
+BACKEND_ENVIRONMENT = ("CELERIAC_RESULT_BACKEND", "CELERY_RESULT_BACKEND")
+
+
+def _from_environment(names: Sequence[str]) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+class Events:
+    """``app.events``: factories for dispatchers and receivers bound to the app."""
+
+    def __init__(self, app: Celeriac) -> None:
+        self.app = app
+
+    def Dispatcher(self, connection: Any = None, **kwargs: Any) -> EventDispatcher:
+        """Create an EventDispatcher (seed 003) on the app's broker."""
+        return EventDispatcher(connection or self.app.transport, app=self.app, **kwargs)
+
+    def Receiver(self, channel: Any = None, **kwargs: Any) -> EventReceiver:
+        """Create an EventReceiver on the app's broker."""
+        return EventReceiver(channel or self.app.transport, app=self.app, **kwargs)
+
+    @contextlib.contextmanager
+    def default_dispatcher(
+        self, hostname: str | None = None, enabled: bool = True, buffer_while_offline: bool = False
+    ) -> Iterator[EventDispatcher]:
+        """Lend a dispatcher for a few sends, flushed and closed afterwards."""
+        dispatcher = self.Dispatcher(
+            hostname=hostname, enabled=enabled, buffer_while_offline=buffer_while_offline
+        )
+        try:
+            yield dispatcher
+        finally:
+            dispatcher.close()
+
+
+class Celeriac:
+    """The celeriac application: ``app = Celeriac("proj", broker=..., backend=...)``."""
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Iterable[str] | None = None,
+        config_source: Any = None,
+        task_cls: type[Task[Any, Any]] | str | None = None,
+        set_as_current: bool = True,
+        namespace: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+        strict_typing: bool = True,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = Settings(changes)
+        self.conf.update(settings)
+        if broker is not None:
+            self.conf.broker_url = broker
+        if backend is not None:
+            self.conf.result_backend = backend
+        if include is not None:
+            self.conf.include = tuple(include)
+        if config_source is not None:
+            self.config_from_object(config_source, namespace=namespace)
+        if isinstance(task_cls, str):
+            from celeriac._imports import import_from_string
+
+            task_cls = import_from_string(task_cls)
+        self.Task: type[Task[Any, Any]] = task_cls or Task  # type: ignore[assignment]
+        self.strict_typing = strict_typing
+        self.tasks = TaskRegistry()
+        self.clock = LamportClock()
+        self.oid = str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode()}:{os.getpid()}:{id(self)}"))
+        self.events = Events(self)
+        self.user_options: dict[str, set[Any]] = {"preload": set(), "worker": set()}
+        self._autodiscover: list[tuple[Any, str]] = []
+        self._transport: Transport | None = None
+        self._backend: ResultBackend | None = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        from celeriac.builtins import register_builtins
+
+        register_builtins(self)
+        current.register_app(self)
+        if set_as_current:
+            current.set_current_app(self)
+
+    # ---- configuration ---------------------------------------------------------------
+
+    def config_from_object(
+        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+    ) -> None:
+        """Load settings from a module path, module, class or mapping."""
+        try:
+            source = settings_source(obj)
+        except Exception:
+            if silent:
+                return
+            raise
+        self.conf.load(source, namespace=namespace)
+
+    def config_from_envvar(
+        self, variable_name: str, silent: bool = False, force: bool = False
+    ) -> None:
+        """Load settings from the module named in an environment variable."""
+        try:
+            module = settings_module_from_envvar(variable_name)
+        except Exception:
+            if silent:
+                return
+            raise
+        self.config_from_object(module, silent=silent, force=force)
+
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import ``<package>.<related_name>`` for each package, now (force) or at worker start."""
+        self._autodiscover.append((packages, related_name))
+        if force:
+            self._import_autodiscovered()
+
+    def _import_autodiscovered(self) -> None:
+        while self._autodiscover:
+            packages, related_name = self._autodiscover.pop(0)
+            names = packages() if callable(packages) else packages
+            for package in names or ():
+                try:
+                    importlib.import_module(f"{package}.{related_name}")
+                except ModuleNotFoundError as exc:
+                    if exc.name != f"{package}.{related_name}":
+                        raise
+
+    def import_default_modules(self) -> None:
+        """Import ``imports``, ``include`` and autodiscovered modules; sends ``import_modules``."""
+        signals.import_modules.send(sender=self)
+        for module in (*self.conf.imports, *self.conf.include):
+            importlib.import_module(module)
+        self._import_autodiscovered()
+
+    # ---- tasks -----------------------------------------------------------------------
+
+    @overload
+    def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Decorate a function to make it a task: ``@app.task`` or ``@app.task(bind=True)``."""
+
+        def create(function: Callable[..., Any]) -> Task[Any, Any]:
+            task = make_task(self, function, **options)
+            existing = self.tasks.get(task.name)
+            if existing is not None and getattr(existing, "__wrapped__", None) is function:
+                return existing
+            self.tasks.register(task)
+            return task
+
+        if fun is not None:
+            return create(fun)
+        return create
+
+    def register_task(self, task: Task[Any, Any] | type[Task[Any, Any]]) -> Task[Any, Any]:
+        """Register a class-based task (an instance or its class)."""
+        instance = task() if isinstance(task, type) else task
+        if not instance.name:
+            cls = type(instance)
+            instance.name = self.gen_task_name(cls.__name__, cls.__module__)
+        instance.bind(self)
+        self.tasks.register(instance)
+        return instance
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """Name a task ``module.function``; ``__main__`` is replaced by the app's main name."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name, without needing its code in this process."""
+        from celeriac.publisher import send_task_message
+
+        options.pop("task_type", None)
+        options.pop("result_cls", None)
+        options.pop("router", None)
+        options.pop("route_name", None)
+        return send_task_message(self, name, args, kwargs, **options)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
+        """Return the result handle of a task id."""
+        return AsyncResult(task_id, app=self, **kwargs)
+
+    # ---- connections -------------------------------------------------------------------
+
+    @property
+    def broker_url(self) -> str:
+        """The broker URL in force: the setting, the environment, or the embedded SQLite file."""
+        return self.conf.broker_url or _from_environment(BROKER_ENVIRONMENT) or DEFAULT_SQLITE_URL
+
+    @property
+    def result_backend_url(self) -> str | None:
+        """The result store URL: the setting, the environment, or one beside an embedded broker."""
+        url = self.conf.result_backend or _from_environment(BACKEND_ENVIRONMENT)
+        if url:
+            return str(url)
+        broker = self.broker_url
+        if broker.startswith(("sqlite://", "memory://")):
+            return broker
+        return None
+
+    @property
+    def transport(self) -> Transport:
+        """The broker connection, made on first use."""
+        if self._transport is None:
+            with self._lock:
+                if self._transport is None:
+                    from celeriac.transports import connect
+
+                    self._transport = connect(self.broker_url, **self.conf.broker_transport_options)
+        return self._transport
+
+    @property
+    def backend(self) -> ResultBackend:
+        """The result store, made on first use."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    self._backend = self._create_backend()
+        return self._backend
+
+    def _create_backend(self) -> ResultBackend:
+        url = self.result_backend_url
+        if url is None:
+            from celeriac.backends.disabled import DisabledBackend
+
+            return DisabledBackend()
+        from celeriac.backends import from_url
+
+        accept = self.conf.result_accept_content or self.conf.accept_content
+        return from_url(
+            url,
+            serializer=self.conf.result_serializer,
+            accept=accept,
+            expires=self.conf.result_expires,
+            **self.conf.result_backend_transport_options,
+        )
+
+    def store_meta(self, meta: Meta) -> None:
+        """Store a result-meta dict in the result backend."""
+        self.backend.store(str(meta["task_id"]), meta)
+
+    @property
+    def origin(self) -> str:
+        """This process's sender name, ``gen<pid>@<host>``, recomputed after a fork."""
+        return f"gen{os.getpid()}@{socket.gethostname()}"
+
+    def close(self) -> None:
+        """Close the broker and result-store connections."""
+        with self._lock:
+            transport, backend = self._transport, self._backend
+            self._transport = self._backend = None
+        if transport is not None:
+            transport.close()
+        if backend is not None:
+            backend.close()
+
+    def set_current(self) -> None:
+        """Make this app the current app."""
+        current.set_current_app(self)
+
+    def set_default(self) -> None:
+        """Make this app the default app (same as current in celeriac)."""
+        current.set_current_app(self)
+
+    def __enter__(self) -> Celeriac:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Celeriac {self.main or '__main__'} at {id(self):#x}>"
+
+
+Celery = Celeriac
+
+
+@overload
+def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def shared_task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def shared_task(fun: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Declare a task for every app: the one in use when it is called is used."""
+
+    def create(function: Callable[..., Any]) -> SharedTask:
+        current.connect_on_app_finalize(lambda app: app.task(**options)(function))
+        return SharedTask(function, options.get("name"))
+
+    if fun is not None:
+        return create(fun)
+    return create
+
+
+class SharedTask:
+    """What ``@shared_task`` returns: the current app's task of that name, looked up at use."""
+
+    def __init__(self, function: Callable[..., Any], name: str | None) -> None:
+        self.__wrapped__ = function
+        self.__doc__ = function.__doc__
+        self._name = name
+
+    def _task(self) -> Task[Any, Any]:
+        app = current.get_current_app()
+        name = self._name or app.gen_task_name(
+            self.__wrapped__.__name__, self.__wrapped__.__module__
+        )
+        if name not in app.tasks:
+            app.task(self.__wrapped__)
+        return app.tasks[name]
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._task(), attribute)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self._task())

@@ -1,0 +1,280 @@
+"""The SQLite result backend (edge layer): the result store of the embedded default.
+
+``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (``db+sqlite://`` too). The file may
+be the one the SQLite transport uses: this backend keeps to its own table, runs in WAL mode
+with a busy timeout, and gives each thread its own connection, reopened after a fork.
+Waiters sleep on a cross-process ``Wakeup`` that ``store`` pokes after each ready state,
+in a directory beside the database file and distinct from the transport's.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celeriac import serialization
+from celeriac.backends import accepted_content_types
+from celeriac.backends.base import BackendError, Meta
+from celeriac.exceptions import ImproperlyConfigured, TimeoutError
+from celeriac.states import READY_STATES
+from celeriac.transports.wakeup import Wakeup
+
+TABLE = "celeriac_taskmeta"
+WAKE_SUFFIX = ".results.wake"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    task_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    meta BLOB NOT NULL,
+    content_type TEXT NOT NULL,
+    content_encoding TEXT NOT NULL,
+    date_done REAL NOT NULL,
+    expires_at REAL
+)
+"""
+
+# A stored SUCCESS is final (wire protocol §7.1), unless it has expired and so reads as
+# missing. Checking in the statement itself keeps concurrent writers from racing.
+_UPSERT = f"""
+INSERT INTO {TABLE} (task_id, status, meta, content_type, content_encoding, date_done, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_id) DO UPDATE SET
+    status = excluded.status,
+    meta = excluded.meta,
+    content_type = excluded.content_type,
+    content_encoding = excluded.content_encoding,
+    date_done = excluded.date_done,
+    expires_at = excluded.expires_at
+WHERE {TABLE}.status != 'SUCCESS' OR {TABLE}.expires_at <= excluded.date_done
+"""
+
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_SELECT = f"SELECT task_id, status, meta, content_type, content_encoding FROM {TABLE}"
+_SELECT_ONE = f"{_SELECT} WHERE task_id = ? AND {_LIVE}"
+_DELETE_ONE = f"DELETE FROM {TABLE} WHERE task_id = ?"
+_DELETE_EXPIRED = f"DELETE FROM {TABLE} WHERE expires_at <= ?"
+
+# SQLite builds before 3.32 allow at most 999 parameters in one statement.
+_IDS_PER_QUERY = 900
+
+# A waiter with neither a timeout nor an interval still re-reads its row this often.
+_LONGEST_WAIT = 60.0
+
+_Row = tuple[str, str, bytes, str, str]
+
+
+@dataclass(eq=False, slots=True, weakref_slot=True)
+class _ThreadConnection:
+    """One thread's connection; the backend tracks these weakly so dead threads free theirs."""
+
+    connection: sqlite3.Connection
+
+
+class SQLiteBackend:
+    """Store results in a table of a SQLite file shared by every process on the host.
+
+    Thread-safe (a connection per thread) and fork-safe (a child opens its own
+    connections on first use). Each call is one autocommitted statement. With no
+    ``accept``, only the backend's own serializer is read back. Options other than
+    ``busy_timeout`` (seconds a writer waits for the file lock) are accepted and ignored,
+    as Celery ignores transport options a backend has no use for.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        serializer: str = "json",
+        accept: Collection[str] | None = None,
+        expires: float | None = 86400.0,
+        busy_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.path = database_path(url)
+        self.serializer = serializer
+        self.accept = accepted_content_types(serializer, accept)
+        self.expires = expires or None
+        self.busy_timeout = busy_timeout
+        self._wakeup = Wakeup(Path(f"{self.path}{WAKE_SUFFIX}"))
+        self._start_process()
+
+    def store(self, task_id: str, meta: Meta) -> None:
+        """Store ``meta`` as the task's latest state, unless SUCCESS is already stored."""
+        content_type, content_encoding, body = serialization.dumps(meta, serializer=self.serializer)
+        status = meta["status"]
+        now = time.time()
+        expires_at = None if self.expires is None else now + self.expires
+        parameters = (task_id, status, body, content_type, content_encoding, now, expires_at)
+        with self._errors_as_backend_error():
+            changed = self._connection().execute(_UPSERT, parameters).rowcount
+        if changed and status in READY_STATES:
+            self._wakeup.notify()
+
+    def get(self, task_id: str) -> Meta | None:
+        """Return the stored meta, or None if nothing live is stored (PENDING)."""
+        row = self._select_one(task_id)
+        return None if row is None else self._decode(row)
+
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, Meta]:
+        """Return the stored meta of each id that has a live one, in one query per 900 ids."""
+        unique_ids = list(dict.fromkeys(task_ids))
+        rows: dict[str, _Row] = {}
+        for start in range(0, len(unique_ids), _IDS_PER_QUERY):
+            for row in self._select_many(unique_ids[start : start + _IDS_PER_QUERY]):
+                rows[row[0]] = row
+        return {task_id: self._decode(rows[task_id]) for task_id in unique_ids if task_id in rows}
+
+    def wait(self, task_id: str, timeout: float | None, interval: float) -> Meta:
+        """Block until a ready state is stored; ``store`` wakes us at once, from any process.
+
+        The row is also read again every ``interval`` seconds in case a writer that does
+        not notify (another tool, a removed wake directory) stored it.
+
+        Raises:
+            TimeoutError: no ready state was stored within ``timeout`` seconds.
+            BackendError: the database or the wake directory cannot be used.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            listener = self._wakeup.listen()
+        except OSError as exc:
+            raise BackendError(f"SQLite result store {self.path}: cannot wait: {exc}") from exc
+        try:
+            while True:
+                row = self._select_one(task_id)
+                if row is not None and row[1] in READY_STATES:
+                    return self._decode(row)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("The operation timed out.")
+                listener.wait(_next_wait(remaining, interval))
+        finally:
+            listener.close()
+
+    def forget(self, task_id: str) -> None:
+        """Delete what is stored for the task."""
+        with self._errors_as_backend_error():
+            self._connection().execute(_DELETE_ONE, (task_id,))
+
+    def cleanup(self) -> int:
+        """Delete expired results; return how many."""
+        with self._errors_as_backend_error():
+            deleted: int = self._connection().execute(_DELETE_EXPIRED, (time.time(),)).rowcount
+        return deleted
+
+    def close(self) -> None:
+        """Close every thread's connection; a later call opens new ones."""
+        if self._pid != os.getpid():
+            self._start_process()
+            return
+        with self._lock:
+            opened = list(self._opened)
+            self._opened.clear()
+            self._local = threading.local()
+        for thread_connection in opened:
+            thread_connection.connection.close()
+
+    def _start_process(self) -> None:
+        """Forget connections and locks inherited from a parent process, if any."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._opened: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        self._has_schema = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._start_process()
+        thread_connection: _ThreadConnection | None = getattr(self._local, "connection", None)
+        if thread_connection is None:
+            thread_connection = _ThreadConnection(self._connect())
+            self._local.connection = thread_connection
+            with self._lock:
+                self._opened.add(thread_connection)
+        return thread_connection.connection
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._errors_as_backend_error():
+            # Autocommit: every statement is its own transaction, so no lock is held between
+            # calls. check_same_thread is off only so that close() can close all of them.
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                self._prepare(connection)
+            except sqlite3.Error:
+                connection.close()
+                raise
+        return connection
+
+    def _prepare(self, connection: sqlite3.Connection) -> None:
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            if not self._has_schema:
+                connection.execute(_SCHEMA)
+                self._has_schema = True
+
+    def _select_one(self, task_id: str) -> _Row | None:
+        with self._errors_as_backend_error():
+            row: _Row | None = (
+                self._connection().execute(_SELECT_ONE, (task_id, time.time())).fetchone()
+            )
+        return row
+
+    def _select_many(self, task_ids: Sequence[str]) -> list[_Row]:
+        placeholders = ", ".join("?" * len(task_ids))
+        query = f"{_SELECT} WHERE task_id IN ({placeholders}) AND {_LIVE}"
+        with self._errors_as_backend_error():
+            rows: list[_Row] = (
+                self._connection().execute(query, (*task_ids, time.time())).fetchall()
+            )
+        return rows
+
+    def _decode(self, row: _Row) -> Meta:
+        _, _, body, content_type, content_encoding = row
+        meta: Meta = serialization.loads(body, content_type, content_encoding, accept=self.accept)
+        return meta
+
+    @contextmanager
+    def _errors_as_backend_error(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite result store {self.path}: {exc}") from exc
+
+
+def database_path(url: str) -> str:
+    """Return the absolute file path a ``sqlite:///relative.db`` or ``sqlite:////abs.db`` names.
+
+    Raises:
+        ImproperlyConfigured: the URL names no file (in-memory databases cannot be shared).
+    """
+    _, separator, rest = url.partition("://")
+    path = rest.partition("?")[0]
+    if not separator or not path.startswith("/") or path[1:] in ("", ":memory:"):
+        raise ImproperlyConfigured(
+            f"SQLite result backend URL {url!r} names no file: "
+            "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    return os.path.abspath(path[1:])
+
+
+def _next_wait(remaining: float | None, interval: float) -> float:
+    if interval <= 0:
+        return remaining if remaining is not None else _LONGEST_WAIT
+    return interval if remaining is None else min(remaining, interval)

@@ -1,0 +1,44 @@
+"""The Lamport logical clock that orders events and control messages (services layer).
+
+One clock per process, shared by the event dispatcher, the event receiver and remote
+control (wire protocol §5.2): sending forwards it, receiving a value adjusts it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class LamportClock:
+    """A thread-safe Lamport clock.
+
+    ``forward()`` before sending and send the value it returns; ``adjust(received)`` on
+    every value received, which sets the clock to ``max(local, received) + 1``.
+    """
+
+    def __init__(self, initial_value: int = 0) -> None:
+        self._value = initial_value
+        self._lock = threading.Lock()
+
+    @property
+    def value(self) -> int:
+        """The current value, without changing it."""
+        return self._value
+
+    def forward(self) -> int:
+        """Advance the clock by one for a local event; return the new value."""
+        with self._lock:
+            self._value += 1
+            return self._value
+
+    def adjust(self, other: int) -> int:
+        """Merge a received value: the clock becomes ``max(local, other) + 1``."""
+        with self._lock:
+            self._value = max(self._value, other) + 1
+            return self._value
+
+    def __str__(self) -> str:
+        return str(self._value)
+
+    def __repr__(self) -> str:
+        return f"<LamportClock: {self._value}>"

@@ -1,0 +1,336 @@
+"""EventDispatcher: send monitoring events, exactly as seed 003 describes (services layer).
+
+Events are broadcast on the ``celeryev`` channel of the Transport the dispatcher is
+handed, with routing key = type with '-' replaced by '.', envelope headers
+``{"hostname": <sender>}`` and delivery mode 1 (wire protocol §4.2, §5). Groups named in
+``buffer_group`` are batched into one JSON list under ``<group>.multi`` (``task.multi``).
+Events that cannot be sent while the broker is down wait in an outbound buffer until
+:meth:`EventDispatcher.flush`. The dispatcher does no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Protocol
+
+from celeriac.events.clock import LamportClock
+from celeriac.messaging import Producer
+from celeriac.protocol.event import EVENT_EXCHANGE, Event, group_from, routing_key_for, utcoffset
+from celeriac.transports.base import Transport, TransportError
+
+__all__ = ["EventDispatcher", "EventProducer", "EventsApp", "anon_nodename"]
+
+EventBody = dict[str, Any]
+EventFactory = Callable[..., EventBody]
+Callback = Callable[[], object]
+
+
+def anon_nodename(hostname: str | None = None, prefix: str = "gen") -> str:
+    """Name a process that has no node name of its own: ``gen<pid>@<host>``."""
+    return f"{prefix}{os.getpid()}@{hostname or socket.gethostname()}"
+
+
+class EventsConfig(Protocol):
+    """The settings the event services read."""
+
+    @property
+    def event_serializer(self) -> str: ...
+
+
+class EventsApp(Protocol):
+    """What the event services need from an app: its clock, settings and transport."""
+
+    @property
+    def clock(self) -> LamportClock: ...
+
+    @property
+    def conf(self) -> EventsConfig: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+
+class EventProducer(Protocol):
+    """Anything with kombu's ``Producer.publish``: the only method the dispatcher calls."""
+
+    def publish(
+        self,
+        body: Any,
+        *,
+        routing_key: str,
+        exchange: str,
+        retry: bool,
+        retry_policy: Mapping[str, Any] | None,
+        serializer: str,
+        headers: Mapping[str, Any],
+        delivery_mode: int,
+    ) -> object: ...
+
+
+class EventDispatcher:
+    """Dispatches event messages.
+
+    Args:
+        connection: the transport to send through; defaults to ``channel``, then
+            ``app.transport``.
+        hostname: who we are in the events; defaults to :func:`anon_nodename`.
+        enabled: False makes :meth:`send` a no-op.
+        channel: a transport to use instead of ``connection``.
+        buffer_while_offline: keep events the transport failed to send (TransportError)
+            for :meth:`flush`, which must be called once the broker is back, instead of
+            raising.
+        app: supplies the shared clock and ``event_serializer``; without one the
+            dispatcher keeps its own clock and sends JSON.
+        serializer: overrides ``app.conf.event_serializer``.
+        groups: only events of these groups (the type before the first '-') are sent;
+            None or empty sends all.
+        delivery_mode: 1 (transient) as Celery sends events.
+        buffer_group: groups whose events are batched and sent as one list.
+        buffer_limit: a batch is sent when it holds this many events.
+        on_send_buffered: called after an event is batched without filling the batch, so
+            the owner can schedule a :meth:`flush` (Celery's worker does it on the next
+            event-loop tick).
+
+    Thread-safe: the buffers are guarded by a lock, so worker threads may share it.
+    You need to :meth:`close` it after use.
+    """
+
+    DISABLED_TRANSPORTS: ClassVar[frozenset[str]] = frozenset({"sql"})
+
+    def __init__(
+        self,
+        connection: Transport | None = None,
+        hostname: str | None = None,
+        enabled: bool = True,
+        channel: Transport | None = None,
+        buffer_while_offline: bool = True,
+        app: EventsApp | None = None,
+        serializer: str | None = None,
+        groups: Iterable[str] | None = None,
+        delivery_mode: int = 1,
+        buffer_group: Iterable[str] | None = None,
+        buffer_limit: int = 24,
+        on_send_buffered: Callback | None = None,
+    ) -> None:
+        transport = connection or channel or (app.transport if app is not None else None)
+        if transport is None:
+            raise ValueError("EventDispatcher needs a connection, a channel or an app")
+        self.app = app
+        self.connection: Transport = transport
+        self.channel = channel
+        self.hostname = hostname or anon_nodename()
+        self.buffer_while_offline = buffer_while_offline
+        self.serializer = serializer or (app.conf.event_serializer if app else "json")
+        self.groups = frozenset(groups or ())
+        self.delivery_mode = delivery_mode
+        self.buffer_group = frozenset(buffer_group or ())
+        self.buffer_limit = buffer_limit
+        self.on_send_buffered = on_send_buffered
+        self.clock = app.clock if app is not None else LamportClock()
+        self.headers = {"hostname": self.hostname}
+        self.pid = os.getpid()
+        self.on_enabled: set[Callback] = set()
+        self.on_disabled: set[Callback] = set()
+        self.producer: EventProducer | None = None
+        self._outbound_buffer: deque[tuple[EventBody | list[EventBody], str, Exception]] = deque()
+        self._group_buffer: defaultdict[str, list[EventBody]] = defaultdict(list)
+        self._lock = threading.RLock()
+        self.enabled = enabled and _driver_type(transport) not in self.DISABLED_TRANSPORTS
+        if self.enabled:
+            self.enable()
+
+    def enable(self) -> None:
+        """Start sending: create the producer and call the ``on_enabled`` callbacks."""
+        self.producer = Producer(self.channel or self.connection, serializer=self.serializer)
+        self.enabled = True
+        for callback in self.on_enabled:
+            callback()
+
+    def disable(self) -> None:
+        """Stop sending: :meth:`close`, then call the ``on_disabled`` callbacks."""
+        if self.enabled:
+            self.enabled = False
+            self.close()
+            for callback in self.on_disabled:
+                callback()
+
+    def send(
+        self,
+        type: str,
+        blind: bool = False,
+        utcoffset: Callable[[], float] = utcoffset,
+        retry: bool = False,
+        retry_policy: Mapping[str, Any] | None = None,
+        Event: EventFactory = Event,
+        **fields: Any,
+    ) -> None:
+        """Send event ``type`` with ``fields``, or batch it if its group is buffered.
+
+        Args:
+            type: event type name, with the group before the first dash (``task-sent``).
+            blind: don't set the event's clock, and don't forward ours.
+            utcoffset: returns the local offset from UTC in hours, west positive.
+            retry: retry sending while the transport fails.
+            retry_policy: Celery's retry policy keys (max_retries, interval_*).
+            Event: builds the event dict.
+            **fields: the event's fields; they must be serializable.
+        """
+        producer = self.producer
+        if not self.enabled or producer is None:
+            return
+        group = group_from(type)
+        if self.groups and group not in self.groups:
+            return
+        if group in self.buffer_group:
+            self._buffer(group, self._make_event(type, fields, blind, utcoffset, Event))
+            return
+        self.publish(
+            type,
+            fields,
+            producer,
+            blind=blind,
+            Event=Event,
+            retry=retry,
+            retry_policy=retry_policy,
+            utcoffset=utcoffset,
+        )
+
+    def publish(
+        self,
+        type: str,
+        fields: Mapping[str, Any],
+        producer: EventProducer,
+        blind: bool = False,
+        Event: EventFactory = Event,
+        *,
+        retry: bool = False,
+        retry_policy: Mapping[str, Any] | None = None,
+        utcoffset: Callable[[], float] = utcoffset,
+    ) -> None:
+        """Publish event ``type`` with ``fields`` through ``producer`` (only its ``publish``).
+
+        Sends even when the dispatcher is disabled or the group is filtered out: the
+        caller chose to publish. Arguments as for :meth:`send`.
+        """
+        event = self._make_event(type, fields, blind, utcoffset, Event)
+        self._publish(event, producer, routing_key_for(type), retry, retry_policy)
+
+    def flush(self, errors: bool = True, groups: bool = True) -> None:
+        """Send what waits: the offline buffer (``errors``) and the batches (``groups``).
+
+        Events that fail again go back to the offline buffer, in their order.
+        Nothing happens while the dispatcher is closed or disabled.
+        """
+        producer = self.producer
+        if producer is None:
+            return
+        with self._lock:
+            if errors:
+                waiting = list(self._outbound_buffer)
+                self._outbound_buffer.clear()
+                for event, routing_key, _ in waiting:
+                    self._publish(event, producer, routing_key, False, None)
+            if groups:
+                for group, events in self._group_buffer.items():
+                    if events:
+                        batch = list(events)
+                        events.clear()
+                        self._publish(batch, producer, f"{group}.multi", False, None)
+
+    def extend_buffer(self, other: EventDispatcher) -> None:
+        """Copy the outbound (offline) buffer of another dispatcher, e.g. a closed one."""
+        with self._lock:
+            self._outbound_buffer.extend(other._outbound_buffer)
+
+    def close(self) -> None:
+        """Send the batched events, then release the producer; later sends are no-ops.
+
+        The batches are flushed first so that no buffered event is lost; what the
+        transport refuses stays in the offline buffer for :meth:`extend_buffer`.
+        """
+        self.flush(errors=False, groups=True)
+        self.producer = None
+        self.enabled = False
+
+    @property
+    def publisher(self) -> EventProducer | None:
+        """The producer :meth:`send` publishes with (None once closed)."""
+        return self.producer
+
+    @publisher.setter
+    def publisher(self, producer: EventProducer | None) -> None:
+        self.producer = producer
+
+    def __enter__(self) -> EventDispatcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _make_event(
+        self,
+        type: str,
+        fields: Mapping[str, Any],
+        blind: bool,
+        utcoffset: Callable[[], float],
+        Event: EventFactory,
+    ) -> EventBody:
+        clock = None if blind else self.clock.forward()
+        return Event(
+            type,
+            hostname=self.hostname,
+            utcoffset=utcoffset(),
+            pid=self.pid,
+            clock=clock,
+            **fields,
+        )
+
+    def _buffer(self, group: str, event: EventBody) -> None:
+        with self._lock:
+            batch = self._group_buffer[group]
+            batch.append(event)
+            is_full = len(batch) >= self.buffer_limit
+        if is_full:
+            self.flush()
+        elif self.on_send_buffered is not None:
+            self.on_send_buffered()
+
+    def _publish(
+        self,
+        event: EventBody | list[EventBody],
+        producer: EventProducer,
+        routing_key: str,
+        retry: bool,
+        retry_policy: Mapping[str, Any] | None,
+    ) -> None:
+        try:
+            producer.publish(
+                event,
+                routing_key=routing_key,
+                exchange=EVENT_EXCHANGE,
+                retry=retry,
+                retry_policy=retry_policy,
+                serializer=self.serializer,
+                headers=self.headers,
+                delivery_mode=self.delivery_mode,
+            )
+        except TransportError as exc:
+            if not self.buffer_while_offline:
+                raise
+            with self._lock:
+                self._outbound_buffer.append((event, routing_key, exc))
+
+
+def _driver_type(transport: Transport) -> str:
+    """The URL scheme of a transport, which DISABLED_TRANSPORTS is matched against."""
+    return transport.url.partition("://")[0]

@@ -1,0 +1,402 @@
+"""Run one task invocation: signals, states, handlers, outcome.
+
+The same trace serves ``Task.apply`` (eager) and the worker, so a task behaves alike in
+both. The order follows Celery's tracer: ``task_prerun``; the call; then on success
+callbacks and the next chain hop, the stored result, ``on_success`` and
+``task_success``; on retry the stored RETRY, ``on_retry`` and ``task_retry``; on
+failure the stored FAILURE, errbacks, ``on_failure`` and ``task_failure``; then
+``after_return`` and ``task_postrun``. Handlers and receivers that raise are logged
+and never change the outcome.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import logging
+import os
+import socket
+import time
+import traceback as traceback_module
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals, states
+from celeriac.canvas.signature import Signature, maybe_signature
+from celeriac.context import Context
+from celeriac.current import task_running
+from celeriac.exceptions import Ignore, Reject, Retry
+from celeriac.protocol.result_meta import build_meta
+from celeriac.result import EagerResult
+
+if TYPE_CHECKING:
+    from celeriac.task import Task
+
+logger = logging.getLogger("celeriac.execution")
+
+IGNORED = states.IGNORED
+REJECTED = states.REJECTED
+
+
+@dataclass(slots=True)
+class ExceptionInfo:
+    """An exception with its traceback, as handlers and signals receive it (``einfo``)."""
+
+    type: builtins.type[BaseException]
+    exception: BaseException
+    tb: TracebackType | None
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ExceptionInfo:
+        """Capture ``exc`` with its traceback formatted now."""
+        formatted = "".join(traceback_module.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type(exc), exc, exc.__traceback__, formatted)
+
+    @property
+    def exc_info(self) -> tuple[builtins.type[BaseException], BaseException, TracebackType | None]:
+        """The ``sys.exc_info()`` triple."""
+        return self.type, self.exception, self.tb
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+@dataclass(slots=True)
+class TraceOutcome:
+    """What one invocation came to; ``retval`` is the value or the exception."""
+
+    state: str
+    retval: Any
+    einfo: ExceptionInfo | None = None
+    runtime: float = 0.0
+    requeue: bool = False
+
+
+def _call_quietly(what: str, function: Any, *args: Any) -> None:
+    try:
+        function(*args)
+    except Exception:
+        logger.exception("%s raised an exception", what)
+
+
+def _extended_fields(task: Task[Any, Any], request: Context) -> dict[str, Any] | None:
+    if not task.app.conf.result_extended:
+        return None
+    delivery_info = request.delivery_info or {}
+    return {
+        "name": task.name,
+        "args": list(request.args or ()),
+        "kwargs": dict(request.kwargs or {}),
+        "worker": request.hostname,
+        "retries": request.retries,
+        "queue": delivery_info.get("routing_key"),
+    }
+
+
+def _children(request: Context) -> list[Any]:
+    return [child.as_tuple() for child in request.children or ()]
+
+
+def _should_store(task: Task[Any, Any], request: Context, *, is_error: bool) -> bool:
+    if request.is_eager and not task.option("store_eager_result"):
+        return False
+    ignored = request.ignore_result or task.option("ignore_result")
+    if ignored:
+        return is_error and bool(task.option("store_errors_even_if_ignored"))
+    return True
+
+
+def store_state(
+    task: Task[Any, Any],
+    request: Context,
+    state: str,
+    result: Any,
+    *,
+    traceback: str | None = None,
+    is_error: bool = False,
+) -> None:
+    """Store a state for the request's task id, if results are kept for it."""
+    if request.id is None or not _should_store(task, request, is_error=is_error):
+        return
+    meta = build_meta(
+        request.id,
+        state,
+        result,
+        traceback=traceback,
+        children=_children(request),
+        group_id=request.group,
+        parent_id=request.parent_id,
+        extended=_extended_fields(task, request),
+    )
+    task.app.store_meta(meta)
+
+
+def _follow_up(signature: Signature, eager: bool, args: Sequence[Any], **options: Any) -> Any:
+    if eager:
+        return signature.apply(args, **options)
+    return signature.apply_async(args, **options)
+
+
+def _run_callbacks(task: Task[Any, Any], request: Context, retval: Any, eager: bool) -> None:
+    lineage = {"parent_id": request.id, "root_id": request.root_id or request.id}
+    for callback in request.callbacks or ():
+        signature = maybe_signature(callback, app=task.app)
+        if signature is not None:
+            request.children.append(_follow_up(signature, eager, (retval,), **lineage))
+    chain = list(request.chain or ())
+    if chain:
+        next_hop = maybe_signature(chain.pop(), app=task.app)
+        if next_hop is not None:
+            result = _follow_up(next_hop, eager, (retval,), chain=chain, **lineage)
+            request.children.append(result)
+
+
+def _accepts_request_form(task: Task[Any, Any]) -> bool:
+    try:
+        parameters = inspect.signature(task.run).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        parameter
+        for parameter in parameters
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    has_varargs = any(parameter.kind is parameter.VAR_POSITIONAL for parameter in parameters)
+    return has_varargs or len(positional) > 1
+
+
+def _run_errbacks(
+    task: Task[Any, Any], request: Context, exc: BaseException, einfo: ExceptionInfo, eager: bool
+) -> None:
+    """Call errbacks: ``(request, exc, traceback)`` inline when registered, else send ``(id,)``."""
+    lineage = {"parent_id": request.id, "root_id": request.root_id or request.id}
+    for errback in request.errbacks or ():
+        signature = maybe_signature(errback, app=task.app)
+        if signature is None:
+            continue
+        errback_task = task.app.tasks.get(signature.task)
+        if errback_task is not None and _accepts_request_form(errback_task):
+            _call_quietly("errback", signature, request, exc, einfo.traceback)
+        else:
+            _call_quietly("errback", _follow_up, signature, eager, (request.id,), **lineage)
+
+
+def _on_success(task: Task[Any, Any], request: Context, retval: Any, eager: bool) -> TraceOutcome:
+    _run_callbacks(task, request, retval, eager)
+    store_state(task, request, states.SUCCESS, retval)
+    _call_quietly("on_success", task.on_success, retval, request.id, request.args, request.kwargs)
+    signals.task_success.send(sender=task, result=retval)
+    return TraceOutcome(states.SUCCESS, retval)
+
+
+def _on_retry(task: Task[Any, Any], request: Context, retry: Retry) -> TraceOutcome:
+    einfo = ExceptionInfo.from_exception(retry)
+    reason = retry.exc if isinstance(retry.exc, BaseException) else retry
+    store_state(task, request, states.RETRY, reason, traceback=einfo.traceback, is_error=True)
+    _call_quietly(
+        "on_retry", task.on_retry, reason, request.id, request.args, request.kwargs, einfo
+    )
+    signals.task_retry.send(sender=task, request=request, reason=retry, einfo=einfo)
+    return TraceOutcome(states.RETRY, retry, einfo)
+
+
+def _on_failure(
+    task: Task[Any, Any], request: Context, exc: BaseException, eager: bool
+) -> TraceOutcome:
+    einfo = ExceptionInfo.from_exception(exc)
+    if isinstance(exc, task.throws):
+        logger.info("Task %s[%s] raised expected: %r", task.name, request.id, exc)
+    elif not eager:
+        logger.error("Task %s[%s] raised unexpected: %r", task.name, request.id, exc, exc_info=exc)
+    store_state(task, request, states.FAILURE, exc, traceback=einfo.traceback, is_error=True)
+    _run_errbacks(task, request, exc, einfo, eager)
+    _call_quietly(
+        "on_failure", task.on_failure, exc, request.id, request.args, request.kwargs, einfo
+    )
+    signals.task_failure.send(
+        sender=task,
+        task_id=request.id,
+        exception=exc,
+        args=request.args,
+        kwargs=request.kwargs,
+        traceback=einfo.tb,
+        einfo=einfo,
+    )
+    return TraceOutcome(states.FAILURE, exc, einfo)
+
+
+def _on_reject(task: Task[Any, Any], request: Context, reject: Reject) -> TraceOutcome:
+    einfo = ExceptionInfo.from_exception(reject)
+    if not reject.requeue:
+        store_state(task, request, states.FAILURE, reject, traceback=einfo.traceback, is_error=True)
+    return TraceOutcome(REJECTED, reject, einfo, requeue=reject.requeue)
+
+
+def _call_task(task: Task[Any, Any], request: Context) -> Any:
+    args = request.args or ()
+    kwargs = request.kwargs or {}
+    task.before_start(request.id or "", args, kwargs)
+    if type(task).__call__ is not _base_call():
+        request._protected = True
+        return task(*args, **kwargs)
+    return task.run(*args, **kwargs)
+
+
+def _base_call() -> Any:
+    from celeriac.task import Task
+
+    return Task.__call__
+
+
+def _outcome_of_call(task: Task[Any, Any], request: Context, eager: bool) -> TraceOutcome:
+    try:
+        retval = _call_task(task, request)
+    except Retry as retry:
+        return _on_retry(task, request, retry)
+    except Ignore as ignore:
+        return TraceOutcome(IGNORED, ignore)
+    except Reject as reject:
+        return _on_reject(task, request, reject)
+    except Exception as exc:
+        return _on_failure(task, request, exc, eager)
+    return _on_success(task, request, retval, eager)
+
+
+def trace_task(
+    task: Task[Any, Any], request: Context, *, hostname: str | None = None, eager: bool = False
+) -> TraceOutcome:
+    """Run ``task`` for ``request`` and return the outcome; never raises for task errors."""
+    started = time.monotonic()
+    request.hostname = request.hostname or hostname
+    request.called_directly = False
+    task_id, args, kwargs = request.id, request.args, request.kwargs
+    task.push_request(request.as_dict())
+    current = task.request
+    try:
+        with task_running(task):
+            signals.task_prerun.send(
+                sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs
+            )
+            if task.option("track_started") and not eager:
+                store_state(
+                    task, current, states.STARTED, {"pid": os.getpid(), "hostname": hostname}
+                )
+            outcome = _outcome_of_call(task, current, eager)
+            einfo = outcome.einfo
+            _call_quietly(
+                "after_return",
+                task.after_return,
+                outcome.state,
+                outcome.retval,
+                task_id,
+                args,
+                kwargs,
+                einfo,
+            )
+            signals.task_postrun.send(
+                sender=task,
+                task_id=task_id,
+                task=task,
+                args=args,
+                kwargs=kwargs,
+                retval=outcome.retval,
+                state=outcome.state,
+            )
+    except Exception as exc:
+        outcome = _internal_error(task, current, exc)
+    finally:
+        task.pop_request()
+    outcome.runtime = time.monotonic() - started
+    return outcome
+
+
+def _internal_error(task: Task[Any, Any], request: Context, exc: BaseException) -> TraceOutcome:
+    """Report an error in celeriac's own handling of a task, not in the task itself."""
+    einfo = ExceptionInfo.from_exception(exc)
+    logger.critical("Internal error in task %s[%s]: %r", task.name, request.id, exc, exc_info=exc)
+    signals.task_internal_error.send(
+        sender=task,
+        task_id=request.id,
+        args=request.args,
+        kwargs=request.kwargs,
+        request=request,
+        exception=exc,
+        traceback=einfo.tb,
+        einfo=einfo,
+    )
+    _call_quietly(
+        "storing the failure",
+        store_state,
+        task,
+        request,
+        states.FAILURE,
+        exc,
+    )
+    return TraceOutcome(states.FAILURE, exc, einfo)
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return [value]
+    return list(value)
+
+
+def apply_eagerly(
+    task: Task[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    task_id: str,
+    link: Any,
+    link_error: Any,
+    retries: int,
+    throw: bool,
+    headers: Mapping[str, Any] | None,
+    **options: Any,
+) -> EagerResult[Any]:
+    """Run ``task`` in this process, as ``Task.apply`` does, and return an EagerResult.
+
+    A retry runs again at once (countdowns are not waited for), so the result is the
+    final outcome, as users of eager mode expect.
+    """
+    from celeriac.task import current_request_options
+
+    lineage = current_request_options()
+    request = Context(
+        id=task_id,
+        args=args,
+        kwargs=kwargs,
+        retries=retries,
+        is_eager=True,
+        callbacks=_as_list(link),
+        errbacks=_as_list(link_error),
+        chain=options.get("chain"),
+        root_id=options.get("root_id") or lineage.get("root_id") or task_id,
+        parent_id=options.get("parent_id") or lineage.get("parent_id"),
+        group=options.get("group_id"),
+        group_index=options.get("group_index"),
+        headers=dict(headers or {}),
+        delivery_info={"is_eager": True, "priority": options.get("priority")},
+        hostname=socket.gethostname(),
+        ignore_result=bool(options.get("ignore_result")),
+        loglevel=options.get("loglevel"),
+        logfile=options.get("logfile"),
+    )
+    outcome = trace_task(task, request, hostname=request.hostname, eager=True)
+    if outcome.state == states.RETRY and hasattr(outcome.retval, "eager_result"):
+        eager_result: EagerResult[Any] = outcome.retval.eager_result
+        return eager_result
+    if throw and outcome.state == states.FAILURE and isinstance(outcome.retval, BaseException):
+        raise outcome.retval
+    traceback_text = outcome.einfo.traceback if outcome.einfo else None
+    return EagerResult(
+        task_id, outcome.retval, outcome.state, traceback_text, name=task.name, app=task.app
+    )
+
+
+__all__ = ["ExceptionInfo", "TraceOutcome", "apply_eagerly", "store_state", "trace_task"]

@@ -1,0 +1,241 @@
+"""Send task messages: the work behind ``app.send_task`` and ``Task.apply_async``.
+
+Options are turned into one protocol-v2 message, the publish signals are sent around
+the transport call, and the result handle is returned. This is the client's hot path:
+signals with no receivers and disabled events cost one check each.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals
+from celeriac.current import get_current_task
+from celeriac.messaging import retry_over_time
+from celeriac.protocol.message import build_task_message
+from celeriac.result import AsyncResult
+from celeriac.routing import route_task
+from celeriac.transports.base import Transport, clamp_priority
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+
+def _utc_datetime(moment: datetime.datetime) -> datetime.datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
+
+
+def _eta_of(countdown: float | None, eta: Any, now: float) -> datetime.datetime | None:
+    if countdown is not None:
+        if eta is not None:
+            raise ValueError("give either countdown or eta, not both")
+        return datetime.datetime.fromtimestamp(now + float(countdown), datetime.UTC)
+    if eta is None:
+        return None
+    if isinstance(eta, datetime.datetime):
+        return _utc_datetime(eta)
+    return datetime.datetime.fromisoformat(str(eta))
+
+
+def _expires_of(expires: Any, now: float) -> datetime.datetime | None:
+    if expires is None:
+        return None
+    if isinstance(expires, datetime.datetime):
+        return _utc_datetime(expires)
+    if isinstance(expires, datetime.timedelta):
+        expires = expires.total_seconds()
+    if isinstance(expires, int | float):
+        return datetime.datetime.fromtimestamp(now + float(expires), datetime.UTC)
+    return datetime.datetime.fromisoformat(str(expires))
+
+
+def _signature_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return [dict(value)]
+    return [dict(item) for item in value]
+
+
+def _transport_for(app: Celeriac, producer: Any, connection: Any) -> Transport:
+    for candidate in (producer, connection):
+        if candidate is None:
+            continue
+        transport = getattr(candidate, "transport", candidate)
+        if isinstance(transport, Transport):
+            return transport
+    return app.transport
+
+
+def send_task_message(
+    app: Celeriac,
+    name: str,
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    countdown: float | None = None,
+    eta: Any = None,
+    task_id: str | None = None,
+    producer: Any = None,
+    connection: Any = None,
+    expires: Any = None,
+    link: Any = None,
+    link_error: Any = None,
+    add_to_parent: bool = True,
+    group_id: str | None = None,
+    group_index: int | None = None,
+    retries: int = 0,
+    chord: Any = None,
+    reply_to: str | None = None,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+    shadow: str | None = None,
+    chain: Any = None,
+    headers: Mapping[str, Any] | None = None,
+    retry: bool | None = None,
+    retry_policy: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> AsyncResult[Any]:
+    """Publish one task message and return its AsyncResult (seed 004's apply_async options)."""
+    conf = app.conf
+    now = time.time()
+    task_id = task_id or str(uuid.uuid4())
+    args = list(args or ())
+    kwargs = dict(kwargs or {})
+    parent = get_current_task()
+    if parent is not None and parent_id is None:
+        request = parent.request
+        if request.id is not None and not request.called_directly:
+            parent_id = request.id
+            root_id = root_id or request.root_id or request.id
+    route = route_task(conf, name, args, kwargs, options)
+    eta_moment = _eta_of(countdown, eta, now)
+    priority = options.get("priority")
+    if priority is None:
+        priority = conf.task_default_priority or 0
+    callbacks = _signature_list(link)
+    errbacks = _signature_list(link_error)
+    envelope = build_task_message(
+        name,
+        task_id,
+        args,
+        kwargs,
+        serializer=options.get("serializer") or conf.task_serializer,
+        compression=options.get("compression") or conf.task_compression,
+        eta=eta_moment,
+        expires=_expires_of(expires, now),
+        retries=retries or 0,
+        time_limit=time_limit,
+        soft_time_limit=soft_time_limit,
+        root_id=root_id,
+        parent_id=parent_id,
+        group_id=group_id,
+        group_index=group_index,
+        shadow=shadow,
+        origin=app.origin,
+        ignore_result=options.get("ignore_result"),
+        callbacks=callbacks,
+        errbacks=errbacks,
+        chain=chain,
+        chord=chord,
+        reply_to=reply_to or app.oid,
+        priority=clamp_priority(priority),
+        delivery_mode=options.get("delivery_mode") or conf.task_default_delivery_mode,
+        exchange=route.exchange,
+        routing_key=route.routing_key,
+        headers=headers,
+        replaced_task_nesting=options.get("replaced_task_nesting") or 0,
+        stamped_headers=options.get("stamped_headers"),
+        stamps=options.get("stamps"),
+        argsrepr=options.get("argsrepr"),
+        kwargsrepr=options.get("kwargsrepr"),
+        now=lambda: now,
+    )
+    embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
+    body = (args, kwargs, embed)
+    policy = dict(conf.task_publish_retry_policy, **(retry_policy or {}))
+    if signals.before_task_publish.has_listeners(name):
+        signals.before_task_publish.send(
+            sender=name,
+            body=body,
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            headers=envelope.headers,
+            properties=envelope.properties,
+            declare=[],
+            retry_policy=policy,
+        )
+    transport = _transport_for(app, producer, connection)
+    eta_time = eta_moment.timestamp() if eta_moment is not None else None
+    message_priority = clamp_priority(envelope.properties.get("priority"))
+
+    def publish() -> None:
+        transport.publish(route.queue, envelope, priority=message_priority, eta=eta_time)
+
+    if conf.task_publish_retry if retry is None else retry:
+        retry_over_time(publish, policy)
+    else:
+        publish()
+    app.clock.forward()
+    _after_publish(app, name, task_id, body, route.exchange, route.routing_key, envelope.headers)
+    if conf.task_send_sent_event:
+        _send_task_sent_event(app, envelope.headers, route.queue, route.exchange, route.routing_key)
+    result: AsyncResult[Any] = AsyncResult(task_id, app=app, task_name=name)
+    if add_to_parent and parent is not None and parent.trail and parent_id is not None:
+        parent.request.children.append(result)
+    return result
+
+
+def _after_publish(
+    app: Celeriac,
+    name: str,
+    task_id: str,
+    body: tuple[list[Any], dict[str, Any], dict[str, Any]],
+    exchange: str,
+    routing_key: str,
+    headers: dict[str, Any],
+) -> None:
+    if signals.after_task_publish.has_listeners(name):
+        signals.after_task_publish.send(
+            sender=name, body=body, exchange=exchange, routing_key=routing_key, headers=headers
+        )
+    if signals.task_sent.has_listeners(name):
+        args, kwargs, _ = body
+        signals.task_sent.send(
+            sender=name,
+            task_id=task_id,
+            task=app.tasks.get(name, name),
+            args=args,
+            kwargs=kwargs,
+            eta=headers.get("eta"),
+            taskset=headers.get("group"),
+        )
+
+
+def _send_task_sent_event(
+    app: Celeriac, headers: Mapping[str, Any], queue: str, exchange: str, routing_key: str
+) -> None:
+    with app.events.default_dispatcher() as dispatcher:
+        dispatcher.send(
+            "task-sent",
+            uuid=headers["id"],
+            root_id=headers.get("root_id"),
+            parent_id=headers.get("parent_id"),
+            name=headers["task"],
+            args=headers.get("argsrepr"),
+            kwargs=headers.get("kwargsrepr"),
+            retries=headers.get("retries"),
+            eta=headers.get("eta"),
+            expires=headers.get("expires"),
+            queue=queue,
+            exchange=exchange,
+            routing_key=routing_key,
+        )

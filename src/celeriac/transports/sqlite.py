@@ -1,0 +1,550 @@
+"""The embedded SQLite broker, celeriac's default: one database file and no server (edge layer).
+
+Any number of worker and client processes and threads on one machine share the file,
+kept in WAL mode so readers never block the one writer. A message is a row; fetching
+leases rows to this consumer with one ``UPDATE ... RETURNING`` in a ``BEGIN IMMEDIATE``
+transaction, so two consumers never lease the same row, and a lease that is not
+extended runs out and lets another consumer fetch the row again. Broadcasts are rows
+read by id. Waiters sleep on a ``Wakeup`` socket directory beside the file, which
+writers notify after each commit, so nobody busy-polls.
+
+A delivery tag is ``"<row id>:<delivery count>"``: a consumer whose lease ran out and
+whose message was delivered again cannot ack, reject or extend the newer delivery.
+Ids are AUTOINCREMENT so that a deleted row's id, and with it a stale tag or a
+subscriber's last-read broadcast id, never comes back.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from celeriac.exceptions import DecodeError, ImproperlyConfigured
+from celeriac.protocol.envelope import Envelope
+from celeriac.transports import redact_url
+from celeriac.transports.base import (
+    DEAD_LETTER_QUEUE_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    Delivery,
+    OutgoingMessage,
+    TransportError,
+    clamp_priority,
+    dead_letter_queue,
+)
+from celeriac.transports.wakeup import Listener, Wakeup
+
+__all__ = ["SQLiteSubscription", "SQLiteTransport", "database_path"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        eta REAL NOT NULL,
+        envelope TEXT NOT NULL,
+        delivery_count INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires REAL,
+        created REAL NOT NULL
+    )""",
+    # Serves fetch: per queue, rows in the order they are handed out.
+    "CREATE INDEX IF NOT EXISTS messages_fetch ON messages (queue, priority DESC, eta, id)",
+    "CREATE INDEX IF NOT EXISTS messages_lease_owner ON messages (lease_owner)"
+    " WHERE lease_owner IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS broadcasts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        created REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS broadcasts_channel ON broadcasts (channel, id)",
+)
+BROADCAST_RETENTION = 60.0
+BROADCAST_CLEANUP_INTERVAL = 10.0
+MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (queue, priority, eta, envelope, created) VALUES (?, ?, ?, ?, ?)"
+)
+ACK = "DELETE FROM messages WHERE id = ? AND delivery_count = ?"
+DROP = "DELETE FROM messages WHERE id = ? AND delivery_count = ? AND lease_owner IS NOT NULL"
+REQUEUE = (
+    "UPDATE messages SET lease_owner = NULL, lease_expires = NULL"
+    " WHERE id = ? AND delivery_count = ? AND lease_owner IS NOT NULL"
+)
+RELEASE = (
+    "UPDATE messages SET lease_owner = NULL, lease_expires = NULL,"
+    " delivery_count = delivery_count - 1"
+    " WHERE id = ? AND delivery_count = ? AND lease_owner IS NOT NULL"
+)
+RELEASE_OWNER = (
+    "UPDATE messages SET lease_owner = NULL, lease_expires = NULL,"
+    " delivery_count = delivery_count - 1 WHERE lease_owner = ?"
+)
+EXTEND = (
+    "UPDATE messages SET lease_expires = ?"
+    " WHERE id = ? AND delivery_count = ? AND lease_owner IS NOT NULL"
+)
+SELECT_LEASED = (
+    "SELECT id, queue, envelope FROM messages"
+    " WHERE id = ? AND delivery_count = ? AND lease_owner IS NOT NULL"
+)
+MOVE_TO_DEAD_LETTER = (
+    "UPDATE messages SET queue = ?, envelope = ?, eta = ?, delivery_count = 0,"
+    " lease_owner = NULL, lease_expires = NULL WHERE id = ?"
+)
+WAITING = "queue = ? AND (lease_owner IS NULL OR lease_expires < ?)"
+INSERT_BROADCAST = "INSERT INTO broadcasts (channel, envelope, created) VALUES (?, ?, ?)"
+SELECT_BROADCASTS = "SELECT id, envelope FROM broadcasts WHERE channel = ? AND id > ? ORDER BY id"
+
+
+def database_path(url: str) -> Path:
+    """Return the absolute file path of ``sqlite:///relative.db`` or ``sqlite:////abs.db``."""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.netloc or not path or path == ":memory:":
+        raise ImproperlyConfigured(
+            f"{redact_url(url)} names no database file: use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    return Path(path).absolute()
+
+
+@functools.cache
+def _fetch_statement(queue_count: int) -> str:
+    """Build the statement that leases a batch from ``queue_count`` queues.
+
+    Each queue's candidates come from its own walk of ``messages_fetch`` (no sort of the
+    whole backlog), then the best ``:limit`` of them across queues are leased.
+    """
+    candidates = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT id, priority, eta FROM messages WHERE queue = :queue{index}"
+        " AND eta <= :now AND (lease_owner IS NULL OR lease_expires < :now)"
+        " ORDER BY priority DESC, eta, id LIMIT :limit)"
+        for index in range(queue_count)
+    )
+    return (
+        "UPDATE messages SET lease_owner = :owner, lease_expires = :expires,"
+        " delivery_count = delivery_count + 1"
+        f" WHERE id IN (SELECT id FROM ({candidates}) ORDER BY priority DESC, eta, id LIMIT :limit)"
+        " RETURNING id, queue, priority, eta, envelope, delivery_count"
+    )
+
+
+@functools.cache
+def _next_due_statement(queue_count: int) -> str:
+    """Build the query for the Unix time at which a row in the queues next becomes fetchable."""
+    placeholders = ", ".join("?" * queue_count)
+    return (
+        "SELECT MIN(CASE WHEN lease_owner IS NULL THEN eta ELSE MAX(eta, lease_expires) END)"
+        f" FROM messages WHERE queue IN ({placeholders})"
+    )
+
+
+def _parse_tag(tag: str) -> tuple[int, int]:
+    """Split a delivery tag into row id and delivery count."""
+    row_id, _, delivery_count = tag.partition(":")
+    return int(row_id), int(delivery_count)
+
+
+class _Database:
+    """The database file: a connection per thread, reopened in a forked child.
+
+    SQLite connections must not cross ``fork``: a child forgets the parent's connections
+    without closing them (closing could disturb the parent's locks) and opens its own.
+    """
+
+    def __init__(self, url: str, path: Path, busy_timeout: float) -> None:
+        self.url = url
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._inherited: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        self._closed = False
+        self._schema_ready = False
+
+    def connection(self) -> sqlite3.Connection:
+        """Return this thread's connection, opening it on first use."""
+        if self._pid != os.getpid():
+            self._forget_parent()
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._open()
+        return connection
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn SQLite errors into TransportError naming the database."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise TransportError(f"SQLite broker {redact_url(self.url)}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a write transaction, taking the write lock at its start (``BEGIN IMMEDIATE``)."""
+        with self.errors():
+            connection = self.connection()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def write(self, statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Run ``statement`` for each row, all in one transaction."""
+        if len(rows) == 1:
+            with self.errors():
+                self.connection().execute(statement, rows[0])
+        elif rows:
+            with self.transaction() as connection:
+                connection.executemany(statement, rows)
+
+    def query(self, statement: str, parameters: Sequence[Any]) -> list[Any]:
+        """Run one statement on its own and return its rows."""
+        with self.errors():
+            return self.connection().execute(statement, parameters).fetchall()
+
+    def close(self) -> None:
+        """Close every connection this process opened; later use raises TransportError."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+
+    def _open(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._closed:
+                raise TransportError(f"SQLite broker {redact_url(self.url)} is closed")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.errors():
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._connections.append(connection)
+        self._local.connection = connection
+        if not self._schema_ready:
+            self._create_schema()
+            self._schema_ready = True
+        return connection
+
+    def _create_schema(self) -> None:
+        """Create the tables if missing; ``user_version`` records the schema they follow."""
+        with self.transaction() as connection:
+            for statement in SCHEMA:
+                connection.execute(statement)
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version < SCHEMA_VERSION:
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _forget_parent(self) -> None:
+        self._inherited.extend(self._connections)
+        self._connections = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+
+class SQLiteTransport:
+    """A connection to a broker kept in one SQLite file.
+
+    Thread-safe: each thread uses its own SQLite connection, and SQLite's locks order
+    the writers of every process. ``lease_seconds`` is how long a fetched message stays
+    with this consumer unless ``extend_lease`` is called; ``polling_interval`` bounds
+    each sleep of a waiting fetch in case a wakeup is lost. Other options (meant for
+    other brokers) are ignored.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: float = 30.0,
+        polling_interval: float = 0.5,
+        busy_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise ImproperlyConfigured(
+                f"the SQLite broker needs SQLite 3.35 or later, this Python has "
+                f"{sqlite3.sqlite_version}"
+            )
+        self.url = url
+        self.path = database_path(url)
+        self.lease_seconds = lease_seconds
+        self.polling_interval = polling_interval
+        self._database = _Database(url, self.path, busy_timeout)
+        self._wakeup = Wakeup(self.path.with_name(self.path.name + ".wake"))
+        self._owner_token = uuid.uuid4().hex[:12]
+        self._subscriptions: set[SQLiteSubscription] = set()
+        self._next_broadcast_cleanup = 0.0
+        self._closed = False
+
+    @property
+    def consumer_id(self) -> str:
+        """Name this consumer in ``lease_owner``; a forked child gets a name of its own."""
+        return f"{socket.gethostname()}:{os.getpid()}:{self._owner_token}"
+
+    def publish(
+        self, queue: str, envelope: Envelope, *, priority: int = 0, eta: float | None = None
+    ) -> None:
+        """Put one message on ``queue``; with ``eta`` it becomes visible at that Unix time."""
+        self.publish_many([OutgoingMessage(queue, envelope, priority, eta)])
+
+    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Insert the messages in one transaction, then wake the waiting fetchers."""
+        now = time.time()
+        rows = [
+            (
+                message.queue,
+                clamp_priority(message.priority),
+                now if message.eta is None else message.eta,
+                message.envelope.to_json(),
+                now,
+            )
+            for message in messages
+        ]
+        self._database.write(INSERT_MESSAGE, rows)
+        if rows:
+            self._wakeup.notify()
+
+    def fetch(self, queues: Sequence[str], max_messages: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``max_messages`` ready messages, waiting up to ``timeout`` for the first.
+
+        The wait ends early on a wakeup and at the latest when a delayed message or an
+        expired lease in these queues falls due.
+        """
+        queues = list(dict.fromkeys(queues))
+        if not queues or max_messages < 1:
+            return []
+        deadline = time.monotonic() + timeout
+        listener: Listener | None = None
+        try:
+            while True:
+                deliveries = self._lease(queues, max_messages)
+                remaining = deadline - time.monotonic()
+                if deliveries or remaining <= 0:
+                    return deliveries
+                if listener is None:
+                    # Listen before looking again, so a publish in between is not missed.
+                    listener = self._wakeup.listen()
+                    continue
+                listener.wait(min(remaining, self._seconds_until_due(queues)))
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def ack(self, tags: Sequence[str]) -> None:
+        """Delete delivered messages; tags of older deliveries are ignored."""
+        self._database.write(ACK, [_parse_tag(tag) for tag in tags])
+
+    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
+        """Give leased messages back with their delivery counted (``requeue``), or drop them."""
+        self._database.write(REQUEUE if requeue else DROP, [_parse_tag(tag) for tag in tags])
+        if requeue and tags:
+            self._wakeup.notify()
+
+    def release(self, tags: Sequence[str]) -> None:
+        """Give leased messages back and undo the count of their delivery."""
+        self._database.write(RELEASE, [_parse_tag(tag) for tag in tags])
+        if tags:
+            self._wakeup.notify()
+
+    def dead_letter(self, tags: Sequence[str], reason: str) -> None:
+        """Move leased messages to their queue's dead-letter queue with ``reason`` in headers."""
+        now = time.time()
+        with self._database.transaction() as connection:
+            for tag in tags:
+                row = connection.execute(SELECT_LEASED, _parse_tag(tag)).fetchone()
+                if row is not None:
+                    row_id, queue, raw = row
+                    connection.execute(
+                        MOVE_TO_DEAD_LETTER,
+                        (dead_letter_queue(queue), _with_reason(raw, queue, reason), now, row_id),
+                    )
+        self._wakeup.notify()
+
+    def extend_lease(self, tags: Sequence[str]) -> None:
+        """Keep leases for another ``lease_seconds`` from now."""
+        expires = time.time() + self.lease_seconds
+        self._database.write(EXTEND, [(expires, *_parse_tag(tag)) for tag in tags])
+
+    def purge(self, queue: str) -> int:
+        """Delete every waiting message in ``queue``; return how many."""
+        with self._database.errors():
+            cursor = self._database.connection().execute(
+                f"DELETE FROM messages WHERE {WAITING}", (queue, time.time())
+            )
+            return cursor.rowcount
+
+    def queue_size(self, queue: str) -> int:
+        """Count the messages waiting in ``queue`` (ready or delayed, not leased)."""
+        rows = self._database.query(
+            f"SELECT COUNT(*) FROM messages WHERE {WAITING}", (queue, time.time())
+        )
+        return int(rows[0][0])
+
+    def broadcast(self, channel: str, envelope: Envelope) -> None:
+        """Store the envelope for the channel's subscribers and wake them."""
+        now = time.time()
+        with self._database.transaction() as connection:
+            connection.execute(INSERT_BROADCAST, (channel, envelope.to_json(), now))
+            if now >= self._next_broadcast_cleanup:
+                self._next_broadcast_cleanup = now + BROADCAST_CLEANUP_INTERVAL
+                connection.execute(
+                    "DELETE FROM broadcasts WHERE created < ?", (now - BROADCAST_RETENTION,)
+                )
+        self._wakeup.notify()
+
+    def subscribe(self, channel: str) -> SQLiteSubscription:
+        """Start receiving what is broadcast on ``channel`` from now on."""
+        subscription = SQLiteSubscription(
+            self._database, self._wakeup, channel, self.polling_interval
+        )
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def close(self) -> None:
+        """Give back this consumer's leases as if released, then close files and sockets.
+
+        Calling it again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        self._subscriptions.clear()
+        try:
+            self._database.write(RELEASE_OWNER, [(self.consumer_id,)])
+        finally:
+            self._database.close()
+        self._wakeup.notify()
+
+    def _lease(self, queues: list[str], max_messages: int) -> list[Delivery]:
+        """Lease one batch with a single statement; return it best first."""
+        now = time.time()
+        parameters: dict[str, Any] = {
+            "owner": self.consumer_id,
+            "expires": now + self.lease_seconds,
+            "now": now,
+            "limit": max_messages,
+        }
+        parameters.update({f"queue{index}": queue for index, queue in enumerate(queues)})
+        with self._database.transaction() as connection:
+            rows = connection.execute(_fetch_statement(len(queues)), parameters).fetchall()
+        rows.sort(key=lambda row: (-row[2], row[3], row[0]))
+        deliveries = []
+        for row_id, queue, _, _, raw, delivery_count in rows:
+            try:
+                envelope = Envelope.from_json(raw)
+            except DecodeError as exc:
+                self._quarantine(row_id, queue, delivery_count, exc)
+                continue
+            deliveries.append(
+                Delivery(envelope, queue, f"{row_id}:{delivery_count}", delivery_count)
+            )
+        return deliveries
+
+    def _quarantine(self, row_id: int, queue: str, delivery_count: int, error: DecodeError) -> None:
+        """Dead-letter a row that is not an envelope, so it cannot block the queue."""
+        logger.error(
+            "message %s in queue %r of %s is not an envelope (%s): moved to %r",
+            row_id,
+            queue,
+            redact_url(self.url),
+            error,
+            dead_letter_queue(queue),
+        )
+        self.dead_letter([f"{row_id}:{delivery_count}"], str(error))
+
+    def _seconds_until_due(self, queues: list[str]) -> float:
+        """Return how long a waiting fetch may sleep before a row could become fetchable."""
+        due: float | None = self._database.query(_next_due_statement(len(queues)), queues)[0][0]
+        if due is None:
+            return self.polling_interval
+        return max(0.0, min(self.polling_interval, due - time.time()))
+
+
+def _with_reason(raw: str, queue: str, reason: str) -> str:
+    """Return the stored envelope with the dead-letter headers set; keep non-envelope text."""
+    try:
+        envelope = Envelope.from_json(raw)
+    except DecodeError:
+        return raw
+    envelope.headers[DEAD_LETTER_REASON_HEADER] = reason
+    envelope.headers[DEAD_LETTER_QUEUE_HEADER] = queue
+    return envelope.to_json()
+
+
+class SQLiteSubscription:
+    """A reader of one broadcast channel: rows newer than the last it read.
+
+    It listens on the wakeup directory from the moment it is made, so nothing broadcast
+    after ``subscribe`` returns is missed; use it from one thread at a time.
+    """
+
+    def __init__(
+        self, database: _Database, wakeup: Wakeup, channel: str, polling_interval: float
+    ) -> None:
+        self._database = database
+        self._channel = channel
+        self._polling_interval = polling_interval
+        self._listener = wakeup.listen()
+        try:
+            (last_id,) = database.query("SELECT COALESCE(MAX(id), 0) FROM broadcasts", ())[0]
+        except TransportError:
+            self._listener.close()
+            raise
+        self._last_id: int = last_id
+
+    def get(self, timeout: float) -> list[Envelope]:
+        """Return the envelopes broadcast since the last call, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self._database.query(SELECT_BROADCASTS, (self._channel, self._last_id))
+            remaining = deadline - time.monotonic()
+            if rows or remaining <= 0:
+                break
+            self._listener.wait(min(remaining, self._polling_interval))
+        envelopes = []
+        for row_id, raw in rows:
+            self._last_id = row_id
+            try:
+                envelopes.append(Envelope.from_json(raw))
+            except DecodeError as exc:
+                logger.error(
+                    "broadcast %s on %r is not an envelope: %s", row_id, self._channel, exc
+                )
+        return envelopes
+
+    def close(self) -> None:
+        """Stop listening; calling it again does nothing."""
+        self._listener.close()

@@ -1,0 +1,328 @@
+"""Consumer: fetch task messages in batches, check them, and hand them to the pool.
+
+Three threads: the fetcher keeps up to ``prefetch_count`` messages held; the dispatcher
+gives each to the pool when a slot is free; the lease keeper renews the broker leases of
+held messages so they never go to another worker while this one is alive. Acks are
+batched. Bad input (malformed, disallowed, unknown, redelivered too often) is rejected
+with a clear reason, dead-lettered, and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals, states
+from celeriac.exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    InvalidTaskError,
+    NotRegistered,
+    TaskRevokedError,
+)
+from celeriac.protocol.message import parse_task_message
+from celeriac.protocol.result_meta import build_meta
+from celeriac.serialization import normalize_accept
+from celeriac.transports.base import (
+    DEAD_LETTER_QUEUE_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    Delivery,
+    Transport,
+    TransportError,
+    dead_letter_queue,
+)
+from celeriac.worker.batching import Batcher
+from celeriac.worker.outcome import OutcomeHandler
+from celeriac.worker.pools.base import Pool
+from celeriac.worker.request import Request
+from celeriac.worker.state import WorkerState
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.events.dispatcher import EventDispatcher
+
+logger = logging.getLogger("celeriac.worker")
+
+FETCH_TIMEOUT = 0.5
+
+
+class Consumer:
+    """Moves messages from the broker to the pool and reports their outcomes."""
+
+    def __init__(
+        self,
+        app: Celeriac,
+        transport: Transport,
+        pool: Pool,
+        state: WorkerState,
+        events: EventDispatcher,
+        *,
+        hostname: str,
+        queues: Sequence[str],
+        prefetch_count: int,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> None:
+        self.app = app
+        self.transport = transport
+        self.pool = pool
+        self.state = state
+        self.events = events
+        self.hostname = hostname
+        self.queues = list(queues)
+        self.prefetch_count = max(prefetch_count, pool.limit)
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
+        self.accept = normalize_accept(app.conf.accept_content)
+        self.max_deliveries = app.conf.task_max_deliveries
+        self.acker: Batcher[str] = Batcher(self._ack_batch, max_items=200, max_delay=0.005)
+        self.outcomes = OutcomeHandler(self)
+        self._ready: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._slots = threading.Semaphore(pool.limit)
+        self._capacity = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ---- life cycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start fetching, dispatching and lease keeping."""
+        self.acker.start()
+        for target, name in (
+            (self._fetch_loop, "celeriac-fetcher"),
+            (self._dispatch_loop, "celeriac-dispatcher"),
+            (self._lease_loop, "celeriac-leases"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop_fetching(self) -> None:
+        """Fetch nothing more and give back every message not yet handed to the pool."""
+        self._stopping.set()
+        with self._capacity:
+            self._capacity.notify_all()
+        self._ready.put(None)
+        for thread in self._threads[:2]:
+            thread.join(timeout=5)
+        with self.state.lock:
+            waiting = list(self.state.reserved.values())
+            self.state.reserved.clear()
+        if waiting:
+            logger.info("Restoring %d unacknowledged message(s)", len(waiting))
+            self._quietly(self.transport.release, [request.tag for request in waiting])
+
+    def close(self) -> None:
+        """Flush batched acks and stop the lease keeper (after the pool stopped)."""
+        self.acker.stop()
+        with self.state.lock:
+            unacked = [
+                request.tag for request in self.state.active.values() if not request.acknowledged
+            ]
+        if unacked:
+            self._quietly(self.transport.release, unacked)
+
+    # ---- fetching ------------------------------------------------------------------
+
+    def _fetch_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._capacity:
+                while self.state.held() >= self.prefetch_count and not self._stopping.is_set():
+                    self._capacity.wait(FETCH_TIMEOUT)
+            if self._stopping.is_set():
+                return
+            wanted = self.prefetch_count - self.state.held()
+            try:
+                deliveries = self.transport.fetch(self.queues, wanted, FETCH_TIMEOUT)
+            except TransportError as exc:
+                logger.error("Broker unreachable, retrying in 1 s: %s", exc)
+                self._stopping.wait(1.0)
+                continue
+            for delivery in deliveries:
+                if self._stopping.is_set():
+                    self._quietly(self.transport.release, [delivery.tag])
+                    continue
+                self._receive(delivery)
+
+    def _receive(self, delivery: Delivery) -> None:
+        """Check one delivery in the main process: only headers are read here."""
+        try:
+            message = parse_task_message(delivery.envelope, accept=self.accept)
+            if message.content_type not in self.accept:
+                raise ContentDisallowed(
+                    f"Refusing to deserialize untrusted content of type {message.content_type}"
+                )
+        except (DecodeError, InvalidTaskError) as exc:
+            self.reject_malformed(delivery, exc)
+            return
+        request = Request(delivery, message, self.hostname)
+        if self.max_deliveries and delivery.delivery_count > self.max_deliveries:
+            reason = f"delivered {delivery.delivery_count} times (task_max_deliveries)"
+            self.reject_malformed(delivery, InvalidTaskError(reason), request=request)
+            return
+        if request.name not in self.app.tasks:
+            self._unknown(request)
+            return
+        if self.state.is_revoked(request.id) or request.is_expired():
+            self.discard_revoked(request, expired=not self.state.is_revoked(request.id))
+            return
+        if request.eta_in_future():
+            self._defer(request)
+            return
+        self.state.reserve(request)
+        signals.task_received.send(sender=self, request=request)
+        self._send_task_event("task-received", request, **self._received_fields(request))
+        self._ready.put(request)
+
+    def _received_fields(self, request: Request) -> dict[str, Any]:
+        message = request.message
+        return {
+            "name": request.display_name,
+            "args": message.argsrepr,
+            "kwargs": message.kwargsrepr,
+            "root_id": message.root_id,
+            "parent_id": message.parent_id,
+            "retries": message.retries,
+            "eta": message.headers.get("eta"),
+            "expires": message.headers.get("expires"),
+        }
+
+    def reject_malformed(
+        self, delivery: Delivery, exc: Exception, request: Request | None = None
+    ) -> None:
+        """Dead-letter a message that cannot run, with the reason; send ``task_rejected``."""
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.error("Rejecting message %s from %r: %s", delivery.tag, delivery.queue, reason)
+        self._quietly(self.transport.dead_letter, [delivery.tag], reason)
+        signals.task_rejected.send(sender=self, message=delivery.envelope, exc=exc)
+        if request is not None:
+            self._send_task_event("task-rejected", request, requeue=False)
+
+    def dead_letter_envelope(self, request: Request, reason: str) -> None:
+        """Put an already-acknowledged message on the dead-letter queue with ``reason``."""
+        envelope = request.message_envelope()
+        envelope.headers[DEAD_LETTER_REASON_HEADER] = reason
+        envelope.headers[DEAD_LETTER_QUEUE_HEADER] = request.delivery.queue
+        self._quietly(self.transport.publish, dead_letter_queue(request.delivery.queue), envelope)
+
+    def _unknown(self, request: Request) -> None:
+        exc = NotRegistered(request.name)
+        logger.error(
+            "Received unregistered task of type %r. The message has been dead-lettered.",
+            request.name,
+        )
+        signals.task_unknown.send(
+            sender=self,
+            name=request.name,
+            id=request.id,
+            message=request.delivery.envelope,
+            exc=exc,
+        )
+        self._store(build_meta(request.id, states.FAILURE, exc))
+        self._quietly(self.transport.dead_letter, [request.tag], f"NotRegistered: {request.name}")
+        self._send_task_event("task-failed", request, exception=repr(exc), traceback=None)
+
+    def discard_revoked(
+        self,
+        request: Request,
+        *,
+        expired: bool,
+        terminated: bool = False,
+        signum: int | None = None,
+    ) -> None:
+        """Drop a revoked or expired message: store REVOKED, send ``task_revoked``."""
+        reason = "expired" if expired else "terminated" if terminated else "revoked"
+        logger.info("Discarding %s task %s[%s]", reason, request.name, request.id)
+        self._store(build_meta(request.id, states.REVOKED, TaskRevokedError(reason)))
+        if not request.acknowledged:
+            self.ack(request)
+        task = self.app.tasks.get(request.name)
+        signals.task_revoked.send(
+            sender=task, request=request, terminated=terminated, signum=signum, expired=expired
+        )
+        self._send_task_event(
+            "task-revoked", request, terminated=terminated, signum=signum, expired=expired
+        )
+
+    def _defer(self, request: Request) -> None:
+        """Put a message that asks to run later back in the broker, delayed: never hold it."""
+        eta = request.message.eta
+        assert eta is not None
+        envelope = request.message_envelope()
+        priority = envelope.properties.get("priority") or 0
+        self._quietly(
+            self.transport.publish, request.delivery.queue, envelope, priority, eta.timestamp()
+        )
+        self.ack(request)
+
+    # ---- dispatching ---------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            request = self._ready.get()
+            if request is None or self._stopping.is_set():
+                return
+            self._slots.acquire()
+            if request.tag not in self.state.reserved:
+                self._slots.release()
+                continue
+            self._start(request)
+
+    def _start(self, request: Request) -> None:
+        if self.state.is_revoked(request.id):
+            self.state.finish(request)
+            self.discard_revoked(request, expired=False)
+            self._slots.release()
+            return
+        task = self.app.tasks[request.name]
+        request.time_start = datetime.datetime.now(datetime.UTC).timestamp()
+        self.state.activate(request)
+        if not task.option("acks_late"):
+            self.ack(request)
+        job = request.as_job(
+            task.time_limit or self.time_limit, task.soft_time_limit or self.soft_time_limit
+        )
+        self._send_task_event("task-started", request)
+        self.pool.apply(job, lambda outcome: self.outcomes.handle(request, outcome))
+
+    def slot_freed(self) -> None:
+        """A job finished: free its pool slot and wake the fetcher."""
+        self._slots.release()
+        with self._capacity:
+            self._capacity.notify_all()
+
+    # ---- broker helpers --------------------------------------------------------------
+
+    def ack(self, request: Request) -> None:
+        """Acknowledge a request's message (batched)."""
+        request.acknowledged = True
+        self.acker.add(request.tag)
+
+    def _ack_batch(self, tags: list[str]) -> None:
+        self.transport.ack(tags)
+
+    def _lease_loop(self) -> None:
+        interval = min(float(getattr(self.transport, "lease_seconds", 30.0)) / 3, 10.0)
+        while not self._stopping.wait(interval):
+            with self.state.lock:
+                held = [request.tag for request in self.state.reserved.values()]
+                held += [r.tag for r in self.state.active.values() if not r.acknowledged]
+            if held:
+                self._quietly(self.transport.extend_lease, held)
+
+    def _store(self, meta: dict[str, Any]) -> None:
+        self._quietly(self.app.store_meta, meta)
+
+    def _quietly(self, function: Any, *args: Any) -> None:
+        try:
+            function(*args)
+        except Exception:
+            logger.exception("%s failed", getattr(function, "__name__", function))
+
+    def _send_task_event(self, type_: str, request: Request, **fields: Any) -> None:
+        if self.events.enabled:
+            self._quietly(lambda: self.events.send(type_, uuid=request.id, **fields))

@@ -1,0 +1,230 @@
+"""WorkController: builds the worker's parts, starts them in order, stops them in reverse.
+
+Start: ``celeryd_init`` (at construction, so handlers may change ``conf``), the app's
+modules (``import_modules``), ``celeryd_after_setup``, ``worker_init``, the pool (whose
+children send ``worker_process_init``), the consumer, the heart, ``worker_ready``.
+Stop: ``worker_shutting_down``; warm stops fetching, gives prefetched messages back to
+the broker unacknowledged and lets running tasks finish; cold ends them at once; then
+``worker_shutdown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals
+from celeriac.events.dispatcher import EventDispatcher
+from celeriac.worker.consumer import Consumer
+from celeriac.worker.heartbeat import Heart
+from celeriac.worker.pools import create_pool
+from celeriac.worker.pools.base import ChildHooks, Pool
+from celeriac.worker.request import execute_job
+from celeriac.worker.state import WorkerState
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+logger = logging.getLogger("celeriac.worker")
+
+
+def default_hostname() -> str:
+    """``celeriac@<host>``: the node name when none is given."""
+    return f"celeriac@{socket.gethostname()}"
+
+
+def _child_started() -> None:
+    signals.worker_process_init.send(sender=None)
+
+
+def _child_exiting(pid: int, exitcode: int) -> None:
+    signals.worker_process_shutdown.send(sender=None, pid=pid, exitcode=exitcode)
+
+
+class WorkController:
+    """A worker node: ``WorkController(app, ...).start()`` runs until shut down."""
+
+    def __init__(
+        self,
+        app: Celeriac,
+        *,
+        hostname: str | None = None,
+        pool: str | None = None,
+        concurrency: int | None = None,
+        queues: Iterable[str] | None = None,
+        exclude_queues: Iterable[str] | None = None,
+        loglevel: int | str | None = None,
+        prefetch_multiplier: int | None = None,
+        send_events: bool | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.hostname = hostname or default_hostname()
+        self.options = dict(options or {})
+        self.exitcode = 0
+        signals.celeryd_init.send(
+            sender=self.hostname, instance=self, conf=app.conf, options=self.options
+        )
+        conf = app.conf
+        self.pool_name = pool or conf.worker_pool
+        self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+        if self.pool_name == "solo":
+            self.concurrency = 1
+        multiplier = conf.worker_prefetch_multiplier
+        self.prefetch_multiplier = (
+            multiplier if prefetch_multiplier is None else prefetch_multiplier
+        )
+        self.send_events = conf.worker_send_task_events if send_events is None else send_events
+        self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
+        self.time_limit = time_limit or conf.task_time_limit
+        self.soft_time_limit = soft_time_limit or conf.task_soft_time_limit
+        self.loglevel = loglevel
+        app.import_default_modules()
+        self.queues = self._select_queues(queues, exclude_queues)
+        self.state = WorkerState()
+        self._shutdown = threading.Event()
+        self._how = "Warm"
+        self.pool: Pool | None = None
+        self.consumer: Consumer | None = None
+        self.heart: Heart | None = None
+        self.events: EventDispatcher | None = None
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
+
+    def _select_queues(
+        self, queues: Iterable[str] | None, exclude: Iterable[str] | None
+    ) -> list[str]:
+        conf = self.app.conf
+        if queues:
+            selected = list(queues)
+        elif conf.task_queues:
+            selected = [getattr(item, "name", item) for item in conf.task_queues]
+        else:
+            selected = [conf.task_default_queue]
+        excluded = set(exclude or ())
+        return [name for name in dict.fromkeys(selected) if name not in excluded]
+
+    @property
+    def prefetch_count(self) -> int:
+        """Messages held at most: concurrency times the multiplier (0 means one per slot)."""
+        return self.concurrency * self.prefetch_multiplier
+
+    # ---- running ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every part, then block until a shutdown is asked for and done."""
+        self._install_signal_handlers()
+        signals.worker_init.send(sender=self)
+        app = self.app
+        groups = ["worker", "task"] if self.send_events else ["worker"]
+        self.events = EventDispatcher(
+            app.transport,
+            hostname=self.hostname,
+            app=app,
+            groups=groups,
+            buffer_group=["task"],
+            buffer_while_offline=False,
+        )
+        self.pool = create_pool(
+            self.pool_name,
+            execute_job,
+            self.concurrency,
+            hooks=ChildHooks(on_start=_child_started, on_exit=_child_exiting),
+            max_tasks_per_child=self.max_tasks_per_child,
+            max_memory_per_child=self.max_memory_per_child,
+            soft_time_limit=self.soft_time_limit,
+            time_limit=self.time_limit,
+            proc_alive_timeout=app.conf.worker_proc_alive_timeout,
+        )
+        signals.worker_before_create_process.send(sender=self.pool)
+        self.pool.start()
+        self.consumer = Consumer(
+            app,
+            app.transport,
+            self.pool,
+            self.state,
+            self.events,
+            hostname=self.hostname,
+            queues=self.queues,
+            prefetch_count=self.prefetch_count,
+            time_limit=self.time_limit,
+            soft_time_limit=self.soft_time_limit,
+        )
+        self.consumer.start()
+        self.heart = Heart(self.events, self._counters, app.conf.worker_heartbeat_interval)
+        self.heart.start()
+        logger.info(
+            "%s ready: pool %s (%d), queues %s, broker %s",
+            self.hostname,
+            self.pool_name,
+            self.concurrency,
+            ", ".join(self.queues),
+            _redacted(app.broker_url),
+        )
+        signals.worker_ready.send(sender=self.consumer)
+        while not self._shutdown.wait(0.5):
+            pass
+        self._stop_parts()
+
+    def _counters(self) -> tuple[int, int]:
+        return len(self.state.active), self.state.processed
+
+    def stop(self, *, warm: bool = True, sig: str | None = None, exitcode: int = 0) -> None:
+        """Ask the worker to shut down: warm lets running tasks finish, cold ends them."""
+        how = "Warm" if warm else "Cold"
+        if self._shutdown.is_set() and warm:
+            return
+        self._how = how
+        self.exitcode = exitcode
+        signals.worker_shutting_down.send(sender=self.hostname, sig=sig, how=how, exitcode=exitcode)
+        logger.info("%s shutdown (%s)", how, sig or "requested")
+        self._shutdown.set()
+        if not warm and self.pool is not None:
+            self.pool.stop(graceful=False)
+
+    def _stop_parts(self) -> None:
+        warm = self._how == "Warm"
+        if self.consumer is not None:
+            self.consumer.stop_fetching()
+        if self.pool is not None:
+            self.pool.stop(graceful=warm)
+        if self.consumer is not None:
+            self.consumer.close()
+        if self.heart is not None:
+            self.heart.stop()
+        if self.events is not None:
+            self.events.close()
+        signals.worker_shutdown.send(sender=self)
+        self.app.close()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def warm(signum: int, frame: Any) -> None:
+            if self._shutdown.is_set():
+                self.stop(warm=False, sig=signal.Signals(signum).name, exitcode=1)
+            else:
+                self.stop(warm=True, sig=signal.Signals(signum).name)
+
+        def cold(signum: int, frame: Any) -> None:
+            self.stop(warm=False, sig=signal.Signals(signum).name, exitcode=1)
+
+        signal.signal(signal.SIGTERM, warm)
+        signal.signal(signal.SIGINT, warm)
+        signal.signal(signal.SIGQUIT, cold)
+
+
+def _redacted(url: str) -> str:
+    from celeriac.transports import redact_url
+
+    return redact_url(url)

@@ -1,0 +1,115 @@
+"""OutcomeHandler: what the main process does when a pool reports a job's outcome.
+
+The job itself stored its result and sent its task signals; here the worker finishes
+the message (late ack, requeue or dead letter), records failures of jobs whose process
+died, sends the task events, and frees the pool slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals, states
+from celeriac.exceptions import DecodeError, TaskRevokedError
+from celeriac.protocol.result_meta import build_meta
+from celeriac.worker.pools.base import JobOutcome
+from celeriac.worker.request import Request
+
+if TYPE_CHECKING:
+    from celeriac.worker.consumer import Consumer
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class OutcomeHandler:
+    """Finishes each request once its job is done."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+
+    def handle(self, request: Request, outcome: JobOutcome) -> None:
+        """Settle ``request`` given ``outcome``; called from pool threads."""
+        consumer = self.consumer
+        try:
+            if outcome.lost:
+                self._lost(request, outcome)
+            elif outcome.state == states.REJECTED:
+                self._rejected(request, outcome)
+            else:
+                self._finished(request, outcome)
+        except Exception:
+            logger.exception("Handling the outcome of task %s[%s] failed", request.name, request.id)
+        finally:
+            consumer.state.finish(request)
+            consumer.slot_freed()
+
+    def _finished(self, request: Request, outcome: JobOutcome) -> None:
+        consumer = self.consumer
+        task = consumer.app.tasks.get(request.name)
+        failed = outcome.state == states.FAILURE
+        if not request.acknowledged:
+            if failed and task is not None and not task.option("acks_on_failure_or_timeout"):
+                consumer.transport.dead_letter([request.tag], "task failed")
+                request.acknowledged = True
+            else:
+                consumer.ack(request)
+        info = outcome.info
+        if outcome.state == states.SUCCESS:
+            consumer._send_task_event(
+                "task-succeeded", request, result=info.get("result"), runtime=outcome.runtime
+            )
+        elif outcome.state == states.RETRY:
+            consumer._send_task_event(
+                "task-retried",
+                request,
+                exception=info.get("exception"),
+                traceback=info.get("traceback"),
+            )
+        elif failed:
+            consumer._send_task_event(
+                "task-failed",
+                request,
+                exception=info.get("exception"),
+                traceback=info.get("traceback"),
+            )
+
+    def _rejected(self, request: Request, outcome: JobOutcome) -> None:
+        consumer = self.consumer
+        if outcome.info.get("undecodable"):
+            reason = str(outcome.info.get("reason"))
+            error = DecodeError(reason)
+            if request.acknowledged:
+                consumer.dead_letter_envelope(request, reason)
+                signals.task_rejected.send(
+                    sender=consumer, message=request.delivery.envelope, exc=error
+                )
+                logger.error("Rejecting message %s: %s", request.tag, reason)
+            else:
+                consumer.reject_malformed(request.delivery, error, request=request)
+                request.acknowledged = True
+            return
+        if not request.acknowledged:
+            consumer.transport.reject([request.tag], requeue=outcome.requeue)
+            request.acknowledged = True
+        consumer._send_task_event("task-rejected", request, requeue=outcome.requeue)
+
+    def _lost(self, request: Request, outcome: JobOutcome) -> None:
+        """The process running the job died or was killed: record it for the job."""
+        consumer = self.consumer
+        exc = outcome.exception or RuntimeError("the job's process was lost")
+        if isinstance(exc, TaskRevokedError):
+            signum = outcome.info.get("signum")
+            consumer.discard_revoked(request, expired=False, terminated=True, signum=signum)
+            return
+        task = consumer.app.tasks.get(request.name)
+        logger.error("Task %s[%s] lost: %r", request.name, request.id, exc)
+        if not request.acknowledged and task is not None and task.option("reject_on_worker_lost"):
+            consumer.transport.reject([request.tag], requeue=True)
+            request.acknowledged = True
+            return
+        meta: dict[str, Any] = build_meta(request.id, states.FAILURE, exc)
+        consumer._quietly(consumer.app.store_meta, meta)
+        if not request.acknowledged:
+            consumer.ack(request)
+        consumer._send_task_event("task-failed", request, exception=repr(exc), traceback=None)

@@ -1,0 +1,357 @@
+"""The ResultBackend contract, run against every backend.
+
+Each entry of ``BACKEND_URLS`` turns a test's temporary directory into a backend URL; a
+backend that needs a server adds a function here that skips when the server is absent.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime
+import decimal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac import states
+from celeriac.backends import from_url
+from celeriac.backends.base import Meta, ResultBackend
+from celeriac.backends.memory import MemoryBackend
+from celeriac.exceptions import ContentDisallowed, ImproperlyConfigured, TimeoutError
+
+
+def memory_url(tmp_path: Path) -> str:
+    return "memory://"
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'results.db'}"
+
+
+BACKEND_URLS: list[Callable[[Path], str]] = [memory_url, sqlite_url]
+
+OpenBackend = Callable[..., ResultBackend]
+
+
+@pytest.fixture(params=BACKEND_URLS, ids=lambda make_url: make_url.__name__.removesuffix("_url"))
+def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenBackend]:
+    url = request.param(tmp_path)
+    opened: list[ResultBackend] = []
+
+    def open_(**options: Any) -> ResultBackend:
+        backend = from_url(url, **options)
+        opened.append(backend)
+        return backend
+
+    yield open_
+    for backend in opened:
+        backend.close()
+
+
+@pytest.fixture
+def backend(open_backend: OpenBackend) -> ResultBackend:
+    return open_backend()
+
+
+def success_meta(task_id: str, result: Any = 5) -> Meta:
+    return {
+        "status": "SUCCESS",
+        "result": result,
+        "traceback": None,
+        "children": [],
+        "date_done": "2026-11-21T19:01:45.865316+00:00",
+        "task_id": task_id,
+    }
+
+
+def failure_meta(task_id: str) -> Meta:
+    return {
+        "status": "FAILURE",
+        "result": {
+            "exc_type": "ValueError",
+            "exc_message": ["bad thing"],
+            "exc_module": "builtins",
+        },
+        "traceback": "Traceback (most recent call last):\nValueError: bad thing\n",
+        "children": [],
+        "date_done": "2026-11-21T19:02:11.210660+00:00",
+        "task_id": task_id,
+    }
+
+
+def unready_meta(task_id: str, status: str) -> Meta:
+    return {
+        "status": status,
+        "result": {"pid": 14490, "hostname": "w2@vm"},
+        "traceback": None,
+        "children": [],
+        "date_done": None,
+        "task_id": task_id,
+    }
+
+
+@contextmanager
+def storing_later(backend: ResultBackend, delay: float, *metas: Meta) -> Iterator[list[float]]:
+    """Store ``metas`` from another thread after ``delay``; yield the times each store began."""
+    started_at: list[float] = []
+
+    def run() -> None:
+        time.sleep(delay)
+        for meta in metas:
+            started_at.append(time.monotonic())
+            backend.store(meta["task_id"], meta)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield started_at
+    finally:
+        thread.join(timeout=5.0)
+
+
+def test_backend_built_from_url_satisfies_the_protocol(backend: ResultBackend) -> None:
+    assert isinstance(backend, ResultBackend)
+
+
+@pytest.mark.parametrize("make_meta", [success_meta, failure_meta])
+def test_stored_meta_reads_back_unchanged(
+    backend: ResultBackend, make_meta: Callable[[str], Meta]
+) -> None:
+    meta = make_meta("task-1")
+
+    backend.store("task-1", meta)
+
+    assert backend.get("task-1") == meta
+
+
+def test_task_with_nothing_stored_reads_as_none(backend: ResultBackend) -> None:
+    assert backend.get("never-stored") is None
+
+
+@pytest.mark.parametrize("later_status", [states.RETRY, states.STARTED, states.FAILURE])
+def test_stored_success_is_not_overwritten(backend: ResultBackend, later_status: str) -> None:
+    backend.store("task-1", success_meta("task-1"))
+
+    later = failure_meta("task-1") | {"status": later_status}
+    backend.store("task-1", later)
+
+    assert backend.get("task-1") == success_meta("task-1")
+
+
+def test_unready_states_are_overwritten_by_each_later_state(backend: ResultBackend) -> None:
+    backend.store("task-1", unready_meta("task-1", states.STARTED))
+    backend.store("task-1", unready_meta("task-1", states.RETRY))
+    assert backend.get("task-1") == unready_meta("task-1", states.RETRY)
+
+    backend.store("task-1", failure_meta("task-1"))
+    assert backend.get("task-1") == failure_meta("task-1")
+
+    backend.store("task-1", success_meta("task-1"))
+    assert backend.get("task-1") == success_meta("task-1")
+
+
+def test_get_many_returns_the_stored_ids_only(backend: ResultBackend) -> None:
+    backend.store("task-1", success_meta("task-1", 1))
+    backend.store("task-2", failure_meta("task-2"))
+
+    found = backend.get_many(["task-1", "missing", "task-2", "task-1"])
+
+    assert found == {"task-1": success_meta("task-1", 1), "task-2": failure_meta("task-2")}
+
+
+def test_get_many_reads_more_ids_than_one_sql_statement_takes(backend: ResultBackend) -> None:
+    task_ids = [f"task-{index}" for index in range(2000)]
+    for task_id in task_ids[::2]:
+        backend.store(task_id, success_meta(task_id, task_id))
+
+    found = backend.get_many(task_ids)
+
+    assert sorted(found) == sorted(task_ids[::2])
+    assert found["task-1998"]["result"] == "task-1998"
+
+
+def test_get_many_of_no_ids_is_empty(backend: ResultBackend) -> None:
+    assert backend.get_many([]) == {}
+
+
+def test_forget_deletes_the_stored_result(backend: ResultBackend) -> None:
+    backend.store("task-1", success_meta("task-1"))
+
+    backend.forget("task-1")
+
+    assert backend.get("task-1") is None
+    backend.forget("task-1")
+
+
+def test_results_read_as_missing_once_expired(open_backend: OpenBackend) -> None:
+    backend = open_backend(expires=0.2)
+    backend.store("task-1", success_meta("task-1"))
+    assert backend.get("task-1") == success_meta("task-1")
+
+    time.sleep(0.3)
+
+    assert backend.get("task-1") is None
+    assert backend.get_many(["task-1"]) == {}
+
+
+def test_cleanup_deletes_expired_results_and_counts_them(open_backend: OpenBackend) -> None:
+    backend = open_backend(expires=0.2)
+    backend.store("old-1", success_meta("old-1"))
+    backend.store("old-2", failure_meta("old-2"))
+    time.sleep(0.3)
+    backend.store("fresh", success_meta("fresh"))
+
+    deleted = backend.cleanup()
+
+    assert deleted == 2
+    assert backend.cleanup() == 0
+    assert backend.get("fresh") == success_meta("fresh")
+
+
+@pytest.mark.parametrize("expires", [None, 0])
+def test_results_without_expiry_are_kept_by_cleanup(
+    open_backend: OpenBackend, expires: float | None
+) -> None:
+    backend = open_backend(expires=expires)
+    backend.store("task-1", success_meta("task-1"))
+
+    assert backend.cleanup() == 0
+    assert backend.get("task-1") == success_meta("task-1")
+
+
+def test_expired_success_may_be_replaced(open_backend: OpenBackend) -> None:
+    backend = open_backend(expires=0.2)
+    backend.store("task-1", success_meta("task-1"))
+    time.sleep(0.3)
+
+    backend.store("task-1", unready_meta("task-1", states.STARTED))
+
+    assert backend.get("task-1") == unready_meta("task-1", states.STARTED)
+
+
+def test_wait_returns_a_ready_result_at_once(backend: ResultBackend) -> None:
+    backend.store("task-1", failure_meta("task-1"))
+
+    assert backend.wait("task-1", timeout=1.0, interval=5.0) == failure_meta("task-1")
+
+
+def test_wait_returns_promptly_when_another_thread_stores(backend: ResultBackend) -> None:
+    with storing_later(backend, 0.2, success_meta("task-1")) as started_at:
+        meta = backend.wait("task-1", timeout=5.0, interval=5.0)
+        returned_at = time.monotonic()
+
+    assert meta == success_meta("task-1")
+    assert returned_at - started_at[0] < 0.1
+
+
+def test_wait_sleeps_through_unready_states(backend: ResultBackend) -> None:
+    later = [unready_meta("task-1", states.STARTED), unready_meta("task-1", states.RETRY)]
+    with storing_later(backend, 0.1, *later, failure_meta("task-1")):
+        meta = backend.wait("task-1", timeout=5.0, interval=5.0)
+
+    assert meta == failure_meta("task-1")
+
+
+def test_wait_times_out_with_celery_timeout_error(backend: ResultBackend) -> None:
+    backend.store("task-1", unready_meta("task-1", states.STARTED))
+    started = time.monotonic()
+
+    with pytest.raises(TimeoutError, match=r"^The operation timed out\.$") as raised:
+        backend.wait("task-1", timeout=0.2, interval=0.05)
+
+    assert isinstance(raised.value, builtins.TimeoutError)
+    assert 0.2 <= time.monotonic() - started < 2.0
+
+
+def test_reader_refuses_content_types_it_does_not_accept(open_backend: OpenBackend) -> None:
+    backend = open_backend(serializer="pickle", accept=["json"])
+    backend.store("task-1", success_meta("task-1"))
+
+    with pytest.raises(ContentDisallowed):
+        backend.get("task-1")
+    with pytest.raises(ContentDisallowed):
+        backend.get_many(["task-1"])
+    with pytest.raises(ContentDisallowed):
+        backend.wait("task-1", timeout=1.0, interval=0.05)
+
+
+def test_backend_reads_its_own_serializer_when_accept_is_not_given(
+    open_backend: OpenBackend,
+) -> None:
+    backend = open_backend(serializer="pickle")
+    meta = failure_meta("task-1") | {"result": ValueError("bad thing")}
+
+    backend.store("task-1", meta)
+
+    stored = backend.get("task-1")
+    assert stored is not None
+    assert isinstance(stored["result"], ValueError)
+    assert stored["result"].args == ("bad thing",)
+
+
+def test_values_json_cannot_express_natively_survive_a_round_trip(backend: ResultBackend) -> None:
+    result = {
+        "when": datetime.datetime(2026, 11, 21, 19, 1, 45, 865316, tzinfo=datetime.UTC),
+        "amount": decimal.Decimal("10.25"),
+        "id": uuid.UUID("4c0aa0f9-b647-48bf-8a93-da31b2f0b56a"),
+    }
+
+    backend.store("task-1", success_meta("task-1", result))
+
+    stored = backend.get("task-1")
+    assert stored is not None
+    assert stored["result"] == result
+
+
+def test_unknown_serializer_is_refused_at_construction(open_backend: OpenBackend) -> None:
+    with pytest.raises(ImproperlyConfigured, match="nosuchcodec"):
+        open_backend(serializer="nosuchcodec")
+
+
+def test_scheme_from_an_entry_point_plugin_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist_info = tmp_path / "celeriac_plugin_example-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Name: celeriac-plugin-example\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[celeriac.backends]\nexample = celeriac.backends.memory:MemoryBackend\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    backend = from_url("example://results", expires=None)
+
+    assert isinstance(backend, MemoryBackend)
+    assert backend.url == "example://results"
+
+
+def test_unknown_scheme_is_refused_with_the_scheme_named_and_password_hidden() -> None:
+    with pytest.raises(ImproperlyConfigured, match="'nosuch'") as raised:
+        from_url("nosuch://user:s3cret@localhost:1234/0")
+
+    assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "db+sqlite:///:memory:"])
+def test_sqlite_url_without_a_file_is_refused(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="names no file"):
+        from_url(url)
+
+
+def test_sqlite_url_with_three_slashes_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = from_url("db+sqlite:///relative.db")
+    try:
+        backend.store("task-1", success_meta("task-1"))
+    finally:
+        backend.close()
+
+    assert (tmp_path / "relative.db").is_file()

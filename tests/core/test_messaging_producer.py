@@ -1,0 +1,249 @@
+"""Producer.publish over real transports: envelope fields, broadcast, raw bodies, retries."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from celeriac.messaging import Producer, retry_over_time
+from celeriac.protocol.envelope import Envelope
+from celeriac.serialization import decompress, loads
+from celeriac.transports import connect
+from celeriac.transports.base import (
+    Delivery,
+    OutgoingMessage,
+    Subscription,
+    Transport,
+    TransportError,
+)
+
+
+class SwitchableTransport:
+    """Fault injector: a real transport whose next ``failures`` sends raise TransportError."""
+
+    def __init__(self, inner: Transport, failures: int = 0) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.failures = failures
+        self.attempts = 0
+
+    def _check(self) -> None:
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise TransportError("broker is down")
+
+    def publish(
+        self, queue: str, envelope: Envelope, *, priority: int = 0, eta: float | None = None
+    ) -> None:
+        self._check()
+        self.inner.publish(queue, envelope, priority=priority, eta=eta)
+
+    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        self._check()
+        self.inner.publish_many(messages)
+
+    def fetch(self, queues: Sequence[str], max_messages: int, timeout: float) -> list[Delivery]:
+        return self.inner.fetch(queues, max_messages, timeout)
+
+    def ack(self, tags: Sequence[str]) -> None:
+        self.inner.ack(tags)
+
+    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
+        self.inner.reject(tags, requeue=requeue)
+
+    def release(self, tags: Sequence[str]) -> None:
+        self.inner.release(tags)
+
+    def dead_letter(self, tags: Sequence[str], reason: str) -> None:
+        self.inner.dead_letter(tags, reason)
+
+    def extend_lease(self, tags: Sequence[str]) -> None:
+        self.inner.extend_lease(tags)
+
+    def purge(self, queue: str) -> int:
+        return self.inner.purge(queue)
+
+    def queue_size(self, queue: str) -> int:
+        return self.inner.queue_size(queue)
+
+    def broadcast(self, channel: str, envelope: Envelope) -> None:
+        self._check()
+        self.inner.broadcast(channel, envelope)
+
+    def subscribe(self, channel: str) -> Subscription:
+        return self.inner.subscribe(channel)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transport]:
+    if request.param == "memory":
+        url = f"memory://{uuid.uuid4().hex}"
+    else:
+        url = f"sqlite:///{tmp_path}/b.db"
+    opened = connect(url)
+    yield opened
+    opened.close()
+
+
+def fetch_one(transport: Transport, queue: str) -> Envelope:
+    deliveries = transport.fetch([queue], 10, 2.0)
+    assert len(deliveries) == 1
+    transport.ack([deliveries[0].tag])
+    return deliveries[0].envelope
+
+
+FAST_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.01, "interval_max": 0.01}
+
+
+def test_publish_to_queue_builds_the_envelope(transport: Transport) -> None:
+    producer = Producer(transport)
+
+    producer.publish(
+        [[2, 3], {}, {}],
+        routing_key="celery",
+        headers={"task": "tasks.add"},
+        priority=5,
+        correlation_id="id-1",
+        reply_to="oid-1",
+        expiration=60,
+    )
+
+    envelope = fetch_one(transport, "celery")
+    assert json.loads(envelope.body) == [[2, 3], {}, {}]
+    assert (envelope.content_type, envelope.content_encoding) == ("application/json", "utf-8")
+    assert envelope.headers == {"task": "tasks.add"}
+    properties = envelope.properties
+    assert properties["delivery_mode"] == 2
+    assert properties["priority"] == 5
+    assert properties["delivery_info"] == {"exchange": "", "routing_key": "celery"}
+    assert (properties["correlation_id"], properties["reply_to"]) == ("id-1", "oid-1")
+    assert properties["expiration"] == "60000"
+
+
+def test_publish_with_eta_waits_in_the_broker(transport: Transport) -> None:
+    Producer(transport).publish({"x": 1}, routing_key="later", eta=time.time() + 3600)
+
+    assert transport.fetch(["later"], 10, 0.05) == []
+    assert transport.queue_size("later") == 1
+
+
+def test_publish_serializes_with_the_chosen_serializer(transport: Transport) -> None:
+    Producer(transport, serializer="msgpack").publish({"x": 1}, routing_key="q")
+
+    envelope = fetch_one(transport, "q")
+    assert envelope.content_type == "application/x-msgpack"
+    assert loads(envelope.body, envelope.content_type, envelope.content_encoding) == {"x": 1}
+
+
+def test_broadcast_exchange_goes_to_subscribers_not_a_queue(transport: Transport) -> None:
+    subscription = transport.subscribe("celery.pidbox")
+
+    Producer(transport).publish({"method": "ping"}, exchange="celery.pidbox", delivery_mode=2)
+
+    [envelope] = subscription.get(5)
+    subscription.close()
+    assert json.loads(envelope.body) == {"method": "ping"}
+    assert envelope.properties["delivery_info"] == {"exchange": "celery.pidbox", "routing_key": ""}
+    assert transport.queue_size("celery.pidbox") == 0
+
+
+def test_raw_bytes_with_content_type_are_sent_as_they_are(transport: Transport) -> None:
+    producer = Producer(transport)
+
+    producer.publish(b"\x00\xff", routing_key="raw", content_type="application/octet-stream")
+    producer.publish("héllo", routing_key="text", content_type="text/plain")
+
+    raw, text = fetch_one(transport, "raw"), fetch_one(transport, "text")
+    assert (raw.body, raw.content_type, raw.content_encoding) == (
+        b"\x00\xff",
+        "application/octet-stream",
+        "binary",
+    )
+    assert (text.body, text.content_encoding) == ("héllo".encode(), "utf-8")
+
+
+def test_content_type_with_an_object_body_is_refused(transport: Transport) -> None:
+    with pytest.raises(TypeError, match="bytes or str"):
+        Producer(transport).publish({"x": 1}, routing_key="q", content_type="application/json")
+
+
+def test_compression_sets_header_and_compresses_body(transport: Transport) -> None:
+    Producer(transport).publish({"x": "y" * 100}, routing_key="q", compression="zlib")
+
+    envelope = fetch_one(transport, "q")
+    assert envelope.headers["compression"] == "application/x-gzip"
+    payload = decompress(envelope.body, envelope.headers["compression"])
+    assert json.loads(payload) == {"x": "y" * 100}
+
+
+def test_queue_publish_without_routing_key_is_refused(transport: Transport) -> None:
+    with pytest.raises(ValueError, match="routing_key"):
+        Producer(transport).publish({"x": 1})
+
+
+def test_retry_gives_up_after_max_retries_with_the_error(transport: Transport) -> None:
+    switchable = SwitchableTransport(transport, failures=100)
+    waits: list[float] = []
+    producer = Producer(switchable, on_publish_error=lambda exc, interval: waits.append(interval))
+
+    with pytest.raises(TransportError, match="down"):
+        producer.publish({"x": 1}, routing_key="q", retry=True, retry_policy=FAST_POLICY)
+
+    assert switchable.attempts == 3
+    assert waits == [0.0, 0.01]
+
+
+def test_retry_delivers_once_the_transport_is_back(transport: Transport) -> None:
+    switchable = SwitchableTransport(transport, failures=2)
+
+    Producer(switchable).publish({"x": 1}, routing_key="q", retry=True, retry_policy=FAST_POLICY)
+
+    assert switchable.attempts == 3
+    assert json.loads(fetch_one(transport, "q").body) == {"x": 1}
+
+
+def test_without_retry_the_first_error_propagates(transport: Transport) -> None:
+    switchable = SwitchableTransport(transport, failures=1)
+
+    with pytest.raises(TransportError):
+        Producer(switchable).publish({"x": 1}, routing_key="q")
+
+    assert switchable.attempts == 1
+
+
+def test_retry_intervals_grow_by_step_up_to_max() -> None:
+    waits: list[float] = []
+
+    def always_down() -> None:
+        raise TransportError("down")
+
+    with pytest.raises(TransportError):
+        retry_over_time(
+            always_down,
+            {"max_retries": 4, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.2},
+            sleep=waits.append,
+        )
+
+    assert waits == [0.5, 1.0, 1.2, 1.2]
+
+
+def test_default_retry_policy_is_three_retries() -> None:
+    attempts: list[int] = []
+
+    def always_down() -> None:
+        attempts.append(1)
+        raise TransportError("down")
+
+    with pytest.raises(TransportError):
+        retry_over_time(always_down, sleep=lambda seconds: None)
+
+    assert len(attempts) == 4

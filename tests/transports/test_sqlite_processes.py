@@ -1,0 +1,218 @@
+"""The SQLite broker shared by real processes: exactly once, lease recovery after kill -9,
+and cross-process wakeups. Every child is killed by PID when its test ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac.protocol.envelope import Envelope
+from celeriac.transports.base import Delivery
+from celeriac.transports.sqlite import SQLiteTransport
+from celeriac.transports.wakeup import Wakeup
+
+PRODUCER = """
+import sys
+from celeriac.protocol.envelope import Envelope
+from celeriac.transports.base import OutgoingMessage
+from celeriac.transports.sqlite import SQLiteTransport
+
+url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+transport = SQLiteTransport(url)
+for start in range(0, count, 10):
+    bodies = [f"{name}-{number}".encode() for number in range(start, min(start + 10, count))]
+    if start % 20:
+        transport.publish_many([OutgoingMessage("tasks", Envelope(body)) for body in bodies])
+    else:
+        for body in bodies:
+            transport.publish("tasks", Envelope(body))
+transport.close()
+"""
+
+CONSUMER = """
+import json, sys
+from pathlib import Path
+from celeriac.transports.sqlite import SQLiteTransport
+
+url, stop_file = sys.argv[1], Path(sys.argv[2])
+transport = SQLiteTransport(url)
+while True:
+    stopping = stop_file.exists()
+    deliveries = transport.fetch(["tasks"], 16, 0.2)
+    if not deliveries and stopping:
+        break
+    for delivery in deliveries:
+        sys.stdout.write(json.dumps([delivery.envelope.body.decode(), delivery.delivery_count]))
+        sys.stdout.write("\\n")
+    sys.stdout.flush()
+    transport.ack([delivery.tag for delivery in deliveries])
+transport.close()
+"""
+
+HOLDER = """
+import json, sys, time
+from celeriac.transports.sqlite import SQLiteTransport
+
+transport = SQLiteTransport(sys.argv[1], lease_seconds=float(sys.argv[2]))
+deliveries = transport.fetch(["tasks"], 100, 10.0)
+leased_at = time.time()
+bodies = [delivery.envelope.body.decode() for delivery in deliveries]
+sys.stdout.write(json.dumps({"bodies": bodies, "leased_at": leased_at}) + "\\n")
+sys.stdout.flush()
+time.sleep(60)
+"""
+
+WAITER = """
+import sys
+from celeriac.transports.sqlite import SQLiteTransport
+
+transport = SQLiteTransport(sys.argv[1], polling_interval=30.0)
+deliveries = transport.fetch(["tasks"], 1, 30.0)
+sys.stdout.write(",".join(delivery.envelope.body.decode() for delivery in deliveries) + "\\n")
+sys.stdout.flush()
+transport.close()
+"""
+
+
+@contextmanager
+def running(program: str, *args: Any, cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """Run ``program`` with ``python -c`` in a child, killed by PID on the way out."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", program, *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=10)
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """Read one line the child writes, failing the test if none comes within ``timeout``."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            pytest.fail(f"child {process.pid} wrote nothing within {timeout} s")
+    return process.stdout.readline()
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> str:
+    """Wait for the child to exit successfully and return its output."""
+    output, errors = process.communicate(timeout=timeout)
+    assert process.returncode == 0, errors
+    return output
+
+
+def fetch_until(transport: SQLiteTransport, count: int, timeout: float) -> list[Delivery]:
+    deliveries: list[Delivery] = []
+    deadline = time.monotonic() + timeout
+    while len(deliveries) < count and (remaining := deadline - time.monotonic()) > 0:
+        deliveries += transport.fetch(["tasks"], count - len(deliveries), remaining)
+    return deliveries
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/broker.db"
+
+
+@pytest.mark.slow
+def test_each_message_is_delivered_exactly_once_across_processes(
+    url: str, tmp_path: Path
+) -> None:
+    producers, per_producer = 3, 400
+    stop_file = tmp_path / "stop"
+
+    with ExitStack() as children:
+        consumers = [
+            children.enter_context(running(CONSUMER, url, stop_file, cwd=tmp_path))
+            for _ in range(2)
+        ]
+        producing = [
+            children.enter_context(
+                running(PRODUCER, url, f"p{number}", per_producer, cwd=tmp_path)
+            )
+            for number in range(producers)
+        ]
+        for producer in producing:
+            finish(producer, timeout=30)
+        stop_file.touch()
+        outputs = [finish(consumer, timeout=30) for consumer in consumers]
+
+    received = [json.loads(line) for output in outputs for line in output.splitlines()]
+    expected = sorted(
+        f"p{number}-{index}" for number in range(producers) for index in range(per_producer)
+    )
+    assert sorted(body for body, _ in received) == expected
+    assert {count for _, count in received} == {1}
+    assert all(output for output in outputs), "one consumer received nothing"
+
+
+@pytest.mark.slow
+def test_leases_of_a_killed_consumer_come_back_after_they_expire(
+    url: str, tmp_path: Path
+) -> None:
+    lease_seconds = 1.5
+    survivor = SQLiteTransport(url, lease_seconds=30)
+    try:
+        for number in range(5):
+            survivor.publish("tasks", Envelope(f"m{number}".encode()))
+
+        with running(HOLDER, url, lease_seconds, cwd=tmp_path) as holder:
+            held = json.loads(read_line(holder, timeout=20))
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=10)
+        while_leased = survivor.fetch(["tasks"], 10, 0)
+        recovered = fetch_until(survivor, 5, timeout=10)
+        recovered_at = time.time()
+    finally:
+        survivor.close()
+
+    assert sorted(held["bodies"]) == [f"m{number}" for number in range(5)]
+    assert while_leased == []
+    assert sorted(delivery.envelope.body.decode() for delivery in recovered) == held["bodies"]
+    assert {delivery.delivery_count for delivery in recovered} == {2}
+    assert recovered_at >= held["leased_at"] + lease_seconds - 0.05
+
+
+@pytest.mark.slow
+def test_fetch_blocked_in_another_process_wakes_promptly_on_publish(
+    url: str, tmp_path: Path
+) -> None:
+    publisher = SQLiteTransport(url)
+    sockets = Wakeup(tmp_path / "broker.db.wake").directory
+    try:
+        assert publisher.queue_size("tasks") == 0
+        with running(WAITER, url, cwd=tmp_path) as waiter:
+            deadline = time.monotonic() + 20
+            while not (sockets.is_dir() and any(sockets.iterdir())):
+                assert time.monotonic() < deadline, "the waiter never started listening"
+                time.sleep(0.01)
+
+            started = time.monotonic()
+            publisher.publish("tasks", Envelope(b"wake up"))
+            line = read_line(waiter, timeout=10)
+            latency = time.monotonic() - started
+            finish(waiter, timeout=10)
+    finally:
+        publisher.close()
+
+    assert line.strip() == "wake up"
+    assert latency < 0.1

@@ -1,0 +1,280 @@
+"""Behaviour every pool shares, run against the solo, threads and prefork pools."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac.exceptions import ImproperlyConfigured
+from celeriac.worker.pools import POOLS, create_pool
+from celeriac.worker.pools.base import Job, JobOutcome, JobTarget, Pool
+
+# Python 3.12+ warns when forking a process that runs threads; the prefork pool does so
+# on purpose (see its module docstring).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+)
+
+ALL_POOLS = ["solo", "threads", "prefork"]
+CONCURRENT_POOLS = ["threads", "prefork"]
+
+
+def sleep_target(job: Job) -> JobOutcome:
+    """Note the start in ``payload["started"]`` if given, sleep, and report the pid."""
+    started = job.payload.get("started")
+    if started:
+        Path(started).write_text(str(os.getpid()))
+    time.sleep(job.payload.get("seconds", 0))
+    return JobOutcome(job.task_id, "SUCCESS", info={"pid": os.getpid()})
+
+
+def raising_target(job: Job) -> JobOutcome:
+    raise ValueError(f"bad payload {job.payload!r}")
+
+
+class Outcomes:
+    """An ``on_done`` callback that collects outcomes for the test to wait on."""
+
+    def __init__(self) -> None:
+        self._received: queue.SimpleQueue[JobOutcome] = queue.SimpleQueue()
+        self.pids: set[int] = set()
+
+    def __call__(self, outcome: JobOutcome) -> None:
+        if "pid" in outcome.info:
+            self.pids.add(outcome.info["pid"])
+        self._received.put(outcome)
+
+    def next(self, timeout: float = 10.0) -> JobOutcome:
+        return self._received.get(timeout=timeout)
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for_file(path: Path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"{path} was never written"
+        time.sleep(0.01)
+    return path.read_text()
+
+
+class PoolFactory:
+    """Start pools for a test; afterwards stop them and check no child process is left."""
+
+    def __init__(self) -> None:
+        self.pools: list[Pool] = []
+        self.pids: set[int] = set()
+
+    def __call__(self, name: str, target: JobTarget, concurrency: int = 1, **options: Any) -> Pool:
+        pool = create_pool(name, target, concurrency, **options)
+        pool.start()
+        self.pools.append(pool)
+        self.note_processes(pool)
+        return pool
+
+    def note_processes(self, pool: Pool) -> None:
+        self.pids.update(pool.info()["processes"])
+
+    def stop_all(self) -> None:
+        for pool in self.pools:
+            self.note_processes(pool)
+            pool.stop(graceful=False)
+        self.pids.discard(os.getpid())
+        left = [pid for pid in self.pids if is_running(pid)]
+        assert left == [], f"child processes left after stop: {left}"
+
+
+@pytest.fixture
+def make_pool() -> Iterator[PoolFactory]:
+    factory = PoolFactory()
+    yield factory
+    factory.stop_all()
+
+
+@pytest.mark.parametrize("name", ALL_POOLS)
+def test_job_runs_and_its_outcome_comes_back(make_pool, name):
+    pool = make_pool(name, sleep_target)
+    outcomes = Outcomes()
+
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), outcomes)
+    outcome = outcomes.next()
+
+    assert outcome.task_id == "id-1"
+    assert outcome.state == "SUCCESS"
+    assert not outcome.lost
+
+
+@pytest.mark.parametrize("name", ALL_POOLS)
+def test_exception_escaping_the_target_becomes_a_failure_outcome(make_pool, name, caplog):
+    pool = make_pool(name, raising_target)
+    outcomes = Outcomes()
+
+    with caplog.at_level(logging.ERROR):
+        pool.apply(Job("id-1", "tasks.bad", 42), outcomes)
+        outcome = outcomes.next()
+
+    assert outcome.state == "FAILURE"
+    assert isinstance(outcome.exception, ValueError)
+    assert str(outcome.exception) == "bad payload 42"
+
+
+@pytest.mark.parametrize("name", CONCURRENT_POOLS)
+def test_jobs_run_concurrently(make_pool, name):
+    pool = make_pool(name, sleep_target, concurrency=2)
+    outcomes = Outcomes()
+    began = time.monotonic()
+
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0.3}), outcomes)
+    pool.apply(Job("id-2", "tasks.sleep", {"seconds": 0.3}), outcomes)
+    finished = {outcomes.next().task_id, outcomes.next().task_id}
+
+    assert finished == {"id-1", "id-2"}
+    assert time.monotonic() - began < 0.55
+
+
+@pytest.mark.parametrize("name", CONCURRENT_POOLS)
+def test_grow_and_shrink_change_max_concurrency(make_pool, name):
+    pool = make_pool(name, sleep_target, concurrency=2)
+
+    pool.grow(2)
+    grown = pool.info()["max-concurrency"]
+    pool.shrink(3)
+    shrunk = pool.info()["max-concurrency"]
+
+    assert (grown, shrunk) == (4, 1)
+    assert pool.limit == 1
+
+
+@pytest.mark.parametrize("name", CONCURRENT_POOLS)
+def test_pool_keeps_serving_after_it_was_resized(make_pool, name):
+    pool = make_pool(name, sleep_target, concurrency=1)
+    outcomes = Outcomes()
+
+    pool.grow(1)
+    pool.shrink(1)
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), outcomes)
+
+    assert outcomes.next().state == "SUCCESS"
+
+
+@pytest.mark.parametrize("name", CONCURRENT_POOLS)
+def test_shrinking_to_no_slot_is_refused(make_pool, name):
+    pool = make_pool(name, sleep_target, concurrency=2)
+
+    with pytest.raises(ValueError, match="Cannot shrink"):
+        pool.shrink(2)
+
+
+def test_solo_pool_cannot_be_resized(make_pool):
+    pool = make_pool("solo", sleep_target)
+
+    with pytest.raises(ValueError, match="cannot grow"):
+        pool.grow(1)
+    with pytest.raises(ValueError, match="cannot shrink"):
+        pool.shrink(1)
+
+
+@pytest.mark.parametrize("name", CONCURRENT_POOLS)
+def test_graceful_stop_waits_for_the_running_job(make_pool, name, tmp_path):
+    pool = make_pool(name, sleep_target)
+    outcomes = Outcomes()
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0.5, "started": str(tmp_path / "s")}), outcomes)
+    wait_for_file(tmp_path / "s")
+
+    pool.stop(graceful=True)
+    outcome = outcomes.next(timeout=0)
+
+    assert outcome.state == "SUCCESS"
+
+
+@pytest.mark.parametrize("name", ALL_POOLS)
+def test_job_applied_after_stop_is_given_back_unrun(make_pool, name):
+    pool = make_pool(name, sleep_target)
+    outcomes = Outcomes()
+    pool.stop(graceful=True)
+
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), outcomes)
+    outcome = outcomes.next(timeout=1)
+
+    assert (outcome.state, outcome.requeue) == ("REJECTED", True)
+
+
+@pytest.mark.parametrize("name", ["solo", "threads"])
+def test_in_process_pools_cannot_terminate_a_job(make_pool, name):
+    pool = make_pool(name, sleep_target)
+
+    assert pool.terminate_job("id-1", 15) is False
+
+
+@pytest.mark.parametrize("name", ["solo", "threads"])
+def test_in_process_pools_warn_once_that_time_limits_are_not_enforced(make_pool, name, caplog):
+    pool = make_pool(name, sleep_target)
+    outcomes = Outcomes()
+
+    with caplog.at_level(logging.WARNING, logger="celeriac.worker"):
+        for number in range(3):
+            job = Job(f"id-{number}", "tasks.sleep", {"seconds": 0}, time_limit=5)
+            pool.apply(job, outcomes)
+            outcomes.next()
+
+    warnings = [r for r in caplog.records if "cannot enforce time limits" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "tasks.sleep[id-0]" in warnings[0].getMessage()
+
+
+def test_thread_pool_calls_on_done_from_its_own_thread(make_pool):
+    pool = make_pool("threads", sleep_target)
+    threads: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    pool.apply(
+        Job("id-1", "tasks.sleep", {"seconds": 0}),
+        lambda outcome: threads.put(threading.current_thread().name),
+    )
+
+    assert threads.get(timeout=5).startswith("celeriac-pool-thread-")
+
+
+@pytest.mark.parametrize("name", ALL_POOLS)
+def test_info_describes_the_pool(make_pool, name):
+    pool = make_pool(name, sleep_target, soft_time_limit=5, time_limit=10)
+
+    info = pool.info()
+
+    assert info["implementation"].startswith(f"celeriac.worker.pools.{name}:")
+    assert info["max-concurrency"] == 1
+    assert len(info["processes"]) == 1
+    assert info["max-tasks-per-child"] == "N/A"
+    assert info["timeouts"] == [5, 10]
+
+
+@pytest.mark.parametrize("name", ALL_POOLS)
+def test_every_pool_implements_the_pool_protocol(name):
+    pool = create_pool(name, sleep_target, 1)
+
+    assert isinstance(pool, Pool)
+
+
+def test_unknown_pool_name_is_refused_with_the_known_names():
+    with pytest.raises(ImproperlyConfigured, match="eventlet") as excinfo:
+        create_pool("eventlet", sleep_target, 1)
+
+    assert all(name in str(excinfo.value) for name in POOLS)
+
+
+def test_concurrency_below_one_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        create_pool("threads", sleep_target, 0)
