@@ -201,9 +201,9 @@ def _has_handlers(logger: logging.Logger) -> bool:
 
 
 def _drop_handlers(logger: logging.Logger) -> None:
+    # Removed, not closed: a handler may still serve another logger.
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-        handler.close()
 
 
 def setup_logging(

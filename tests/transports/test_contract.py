@@ -28,6 +28,7 @@ from celeriac.transports.base import (
     Transport,
     dead_letter_queue,
 )
+from celeriac.transports.memory import MemoryTransport
 
 
 @dataclass(frozen=True)
@@ -442,3 +443,16 @@ def test_unknown_scheme_is_improperly_configured_and_lists_known_ones() -> None:
 )
 def test_redact_url_masks_only_the_password(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+def test_memory_join_waits_until_every_message_is_acknowledged() -> None:
+    transport = MemoryTransport(f"memory://{uuid.uuid4().hex}")
+    transport.publish("tasks", envelope("work"))
+    [delivery] = transport.fetch(["tasks"], 1, 1.0)
+
+    unfinished = transport.join(timeout=0.05)
+    threading.Timer(0.1, transport.ack, ([delivery.tag],)).start()
+    finished = transport.join(timeout=5.0)
+
+    assert not unfinished
+    assert finished

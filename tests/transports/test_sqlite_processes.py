@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -134,9 +135,7 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_each_message_is_delivered_exactly_once_across_processes(
-    url: str, tmp_path: Path
-) -> None:
+def test_each_message_is_delivered_exactly_once_across_processes(url: str, tmp_path: Path) -> None:
     producers, per_producer = 3, 400
     stop_file = tmp_path / "stop"
 
@@ -146,9 +145,7 @@ def test_each_message_is_delivered_exactly_once_across_processes(
             for _ in range(2)
         ]
         producing = [
-            children.enter_context(
-                running(PRODUCER, url, f"p{number}", per_producer, cwd=tmp_path)
-            )
+            children.enter_context(running(PRODUCER, url, f"p{number}", per_producer, cwd=tmp_path))
             for number in range(producers)
         ]
         for producer in producing:
@@ -166,9 +163,7 @@ def test_each_message_is_delivered_exactly_once_across_processes(
 
 
 @pytest.mark.slow
-def test_leases_of_a_killed_consumer_come_back_after_they_expire(
-    url: str, tmp_path: Path
-) -> None:
+def test_leases_of_a_killed_consumer_come_back_after_they_expire(url: str, tmp_path: Path) -> None:
     lease_seconds = 1.5
     survivor = SQLiteTransport(url, lease_seconds=30)
     try:
@@ -216,3 +211,76 @@ def test_fetch_blocked_in_another_process_wakes_promptly_on_publish(
 
     assert line.strip() == "wake up"
     assert latency < 0.1
+
+
+LISTENER = """
+import sys, time
+from pathlib import Path
+from celeriac.transports.wakeup import Wakeup
+
+listener = Wakeup(Path(sys.argv[1])).listen()
+sys.stdout.write("listening\\n")
+sys.stdout.flush()
+time.sleep(60)
+"""
+
+
+def test_notify_removes_the_socket_of_a_killed_listener(tmp_path: Path) -> None:
+    wakeup = Wakeup(tmp_path / "store.wake")
+    with running(LISTENER, tmp_path / "store.wake", cwd=tmp_path) as child:
+        assert read_line(child, timeout=20) == "listening\n"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    with wakeup.listen() as alive:
+        assert len(list(wakeup.directory.iterdir())) == 2
+
+        wakeup.notify()
+
+        assert alive.wait(1.0)
+        assert list(wakeup.directory.iterdir()) == [alive.path]
+
+
+def test_wakeup_beside_a_deep_path_uses_a_short_socket_directory(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["nested-directory"] * 8) / "broker.db.wake"
+
+    wakeup = Wakeup(deep)
+    with wakeup.listen() as listener:
+        wakeup.notify()
+        woken = listener.wait(1.0)
+
+    assert woken
+    assert wakeup.directory != deep
+    assert len(os.fsencode(wakeup.directory)) < 60
+    assert Wakeup(deep).directory == wakeup.directory
+
+
+def test_transport_inherited_over_fork_uses_its_own_connection(url: str) -> None:
+    transport = SQLiteTransport(url)
+    try:
+        transport.publish("tasks", Envelope(b"from parent"))
+        with warnings.catch_warnings():
+            # Python 3.12 warns when a process with threads forks; the child only uses
+            # the transport, whose locks it recreates.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            exit_code = 1
+            try:
+                transport.publish("tasks", Envelope(b"from child"))
+                leased = transport.fetch(["tasks"], 10, 1.0)
+                transport.release([delivery.tag for delivery in leased])
+                exit_code = 0 if len(leased) == 2 else 1
+            finally:
+                os._exit(exit_code)
+        _, status = os.waitpid(pid, 0)
+
+        deliveries = fetch_until(transport, 2, timeout=5)
+    finally:
+        transport.close()
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(delivery.envelope.body for delivery in deliveries) == [
+        b"from child",
+        b"from parent",
+    ]
+    assert {delivery.delivery_count for delivery in deliveries} == {1}

@@ -192,13 +192,52 @@ def test_solo_pool_cannot_be_resized(make_pool):
 def test_graceful_stop_waits_for_the_running_job(make_pool, name, tmp_path):
     pool = make_pool(name, sleep_target)
     outcomes = Outcomes()
-    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0.5, "started": str(tmp_path / "s")}), outcomes)
+    pool.apply(
+        Job("id-1", "tasks.sleep", {"seconds": 0.5, "started": str(tmp_path / "s")}), outcomes
+    )
     wait_for_file(tmp_path / "s")
 
     pool.stop(graceful=True)
     outcome = outcomes.next(timeout=0)
 
     assert outcome.state == "SUCCESS"
+
+
+def test_non_graceful_stop_of_threads_returns_at_once_and_gives_queued_jobs_back(
+    make_pool, tmp_path
+):
+    pool = make_pool("threads", sleep_target)
+    outcomes = Outcomes()
+    started = tmp_path / "started"
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0.5, "started": str(started)}), outcomes)
+    pool.apply(Job("id-2", "tasks.sleep", {"seconds": 0}), outcomes)
+    wait_for_file(started)
+    began = time.monotonic()
+
+    pool.stop(graceful=False)
+    stopped_after = time.monotonic() - began
+    first, second = outcomes.next(), outcomes.next()
+
+    assert stopped_after < 0.3
+    assert (first.task_id, first.state) == ("id-1", "SUCCESS")
+    assert (second.task_id, second.state, second.requeue) == ("id-2", "REJECTED", True)
+
+
+@pytest.mark.parametrize("name", CONCURRENT_POOLS)
+def test_failing_on_done_callback_is_logged_and_the_pool_goes_on(make_pool, name, caplog):
+    pool = make_pool(name, sleep_target)
+    outcomes = Outcomes()
+
+    def broken_callback(outcome: JobOutcome) -> None:
+        raise RuntimeError("worker bookkeeping failed")
+
+    with caplog.at_level(logging.ERROR):
+        pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), broken_callback)
+        pool.apply(Job("id-2", "tasks.sleep", {"seconds": 0}), outcomes)
+        outcome = outcomes.next()
+
+    assert outcome.task_id == "id-2"
+    assert "Reporting the outcome of task id-1 failed" in caplog.text
 
 
 @pytest.mark.parametrize("name", ALL_POOLS)

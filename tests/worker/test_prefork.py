@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,8 +101,6 @@ class Outcomes:
     """An ``on_done`` callback that collects outcomes for the test to wait on."""
 
     def __init__(self) -> None:
-        import queue
-
         self._received: queue.SimpleQueue[JobOutcome] = queue.SimpleQueue()
 
     def __call__(self, outcome: JobOutcome) -> None:
@@ -359,6 +359,37 @@ def test_non_graceful_stop_kills_the_running_job_at_once(make_pool, tmp_path):
     assert isinstance(lost.exception, WorkerLostError)
     assert not is_running(child)
     assert pool.info()["processes"] == []
+
+
+def test_non_graceful_stop_cuts_short_a_graceful_stop_in_progress(make_pool, tmp_path):
+    pool = make_pool(sleep_target)
+    outcomes = Outcomes()
+    started = tmp_path / "started"
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 30, "started": str(started)}), outcomes)
+    wait_for_file(started)
+    warm = threading.Thread(target=pool.stop, kwargs={"graceful": True})
+    warm.start()
+    time.sleep(0.1)
+
+    pool.stop(graceful=False)
+    warm.join(timeout=5)
+
+    assert not warm.is_alive()
+    assert outcomes.next(timeout=0).lost
+
+
+def test_shrink_stops_the_children_of_the_removed_slots(make_pool, tmp_path):
+    notes = tmp_path / "notes"
+    hooks = ChildHooks(on_exit=functools.partial(note_exit, notes))
+    pool = make_pool(sleep_target, concurrency=3, hooks=hooks)
+
+    pool.shrink(2)
+    deadline = time.monotonic() + 10
+    while len(pool.info()["processes"]) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert len(pool.info()["processes"]) == 1
+    assert len(notes.read_text().splitlines()) == 2
 
 
 def test_child_whose_start_hook_fails_is_replaced(make_pool, tmp_path, caplog):

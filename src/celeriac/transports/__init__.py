@@ -11,7 +11,6 @@ for schemes the table does not know.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any, cast
 
 from celeriac.exceptions import ImproperlyConfigured
@@ -78,10 +77,14 @@ def redact_url(url: str) -> str:
 
 def _plugin(scheme: str) -> TransportFactory | None:
     """Load the transport an installed package registers for ``scheme``, if any."""
+    from importlib.metadata import entry_points
+
     for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
         return cast(TransportFactory, entry_point.load())
     return None
 
 
 def _plugin_schemes() -> list[str]:
+    from importlib.metadata import entry_points
+
     return [entry_point.name for entry_point in entry_points(group=ENTRY_POINT_GROUP)]

@@ -114,10 +114,10 @@ class Listener:
 
     def __init__(self, directory: Path) -> None:
         self._pid = os.getpid()
-        self._path = directory / f"{self._pid}-{secrets.token_hex(6)}{SOCKET_SUFFIX}"
+        self.path = directory / f"{self._pid}-{secrets.token_hex(6)}{SOCKET_SUFFIX}"
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            self._socket.bind(os.fsdecode(self._path))
+            self._socket.bind(os.fsdecode(self.path))
         except OSError:
             self._socket.close()
             raise
@@ -147,7 +147,7 @@ class Listener:
         if self._socket.fileno() == -1:
             return
         if os.getpid() == self._pid:
-            self._path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
         self._socket.close()
 
     def __enter__(self) -> Listener:

@@ -2,8 +2,9 @@
 
 ``create_pool`` builds the pool a worker asks for (``-P solo|threads|prefork``): ``POOLS``
 maps each name to a small function that imports its module only when that pool is chosen.
-Every pool calls ``on_done`` exactly once for each job it was given, even a job it never
-ran because it was stopped first.
+The helpers below are shared by every pool, which is why they live here. Every pool calls
+``on_done`` exactly once for each job it was given, even a job it never ran because it was
+stopped first (``not_run_outcome``).
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ Children are forked (the "fork" start method) so they inherit the app and the ta
 as Celery users expect. Forks happen one at a time under ``_fork_lock``, the only lock
 held while forking, and a child touches none of the parent's locks: it has only its
 pipe, the target and the hooks. Children are daemonic, so, as in Celery, a task cannot
-start ``multiprocessing`` children of its own. The first half of this module runs in
-the child, the second half in the parent.
+start ``multiprocessing`` children of its own.
+
+The first half of this module runs in the child, the second half in the parent; both
+sides of the pipe are kept in one module so that each message and its handling read
+together. The child half is the place to cut if the module grows past its ~570 lines.
 """
 
 from __future__ import annotations
@@ -70,7 +73,6 @@ class _ChildSettings:
     soft_time_limit: float | None
     max_tasks_per_child: int | None
     max_memory_per_child: int | None
-    parent_pid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +91,13 @@ class _Report:
 
 
 def _serve_jobs(
-    connection: Connection, inherited: Sequence[Connection], settings: _ChildSettings
+    connection: Connection,
+    inherited: Sequence[Connection],
+    parent_pid: int,
+    settings: _ChildSettings,
 ) -> None:
     """Start the child, then run jobs until told to stop, retired, or orphaned."""
-    _prepare_child(inherited, settings.parent_pid)
+    _prepare_child(inherited, parent_pid)
     try:
         settings.hooks.on_start()
     except Exception:  # any failure of the user's worker_process_init handlers
@@ -259,7 +264,6 @@ class PreforkPool:
             soft_time_limit=soft_time_limit,
             max_tasks_per_child=max_tasks_per_child,
             max_memory_per_child=max_memory_per_child,
-            parent_pid=os.getpid(),
         )
         self._time_limit = time_limit
         self._proc_alive_timeout = proc_alive_timeout
@@ -298,8 +302,10 @@ class PreforkPool:
         return False
 
     def grow(self, n: int = 1) -> None:
-        """Add ``n`` slots, each with a child of its own."""
+        """Add ``n`` slots, each with a child of its own; a stopping pool ignores this."""
         with self._lock:
+            if self._stopping.is_set():
+                return
             self.limit += n
         self._add_slots(n)
 
@@ -336,7 +342,8 @@ class PreforkPool:
             for _ in slots:
                 self._inbox.put(None)
         for slot in slots:
-            slot.thread.join()
+            if slot.thread is not threading.current_thread():
+                slot.thread.join()
 
     def info(self) -> dict[str, Any]:
         """Describe the pool for ``inspect stats``."""
@@ -397,33 +404,41 @@ class PreforkPool:
         with self._fork_lock:
             if self._stopping.is_set():
                 return None
-            parent_end, child_end = self._context.Pipe(duplex=True)
-            with self._lock:
-                inherited = [child.connection for child in self._children.values()]
-            inherited.append(parent_end)
-            process = self._context.Process(
-                target=_serve_jobs,
-                args=(child_end, inherited, self._settings),
-                name=f"ForkPoolWorker-{next(self._child_numbers)}",
-                daemon=True,
-            )
             try:
-                process.start()
+                child = self._fork()
             except OSError:
-                logger.exception("Could not fork a child process")
-                parent_end.close()
+                logger.exception("Could not start a child process")
                 return None
-            finally:
-                child_end.close()
-            child = _Child(process, parent_end, cast(int, process.pid))
-            with self._lock:
-                self._children[child.pid] = child
         if self._has_started(child):
             return child
         self._end_child(child, grace=0)
         return None
 
+    def _fork(self) -> _Child:
+        """Fork a child with a pipe of its own; called with ``_fork_lock`` held."""
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        with self._lock:
+            inherited = [child.connection for child in self._children.values()]
+        process = self._context.Process(
+            target=_serve_jobs,
+            args=(child_end, [*inherited, parent_end], os.getpid(), self._settings),
+            name=f"ForkPoolWorker-{next(self._child_numbers)}",
+            daemon=True,
+        )
+        try:
+            process.start()
+        except OSError:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        child = _Child(process, parent_end, cast(int, process.pid))
+        with self._lock:
+            self._children[child.pid] = child
+        return child
+
     def _has_started(self, child: _Child) -> bool:
+        """Wait for the child's start report, for at most ``proc_alive_timeout`` seconds."""
         timeout = self._proc_alive_timeout
         try:
             if not child.connection.poll(timeout):
@@ -444,6 +459,7 @@ class PreforkPool:
         return True
 
     def _run(self, slot: _Slot, number: int, job: Job) -> JobOutcome:
+        """Run ``job`` on the slot's child, marking it as running so it can be terminated."""
         child = None if self._is_killing else self._ensure_child(slot)
         if child is None:
             return not_run_outcome(job)
@@ -469,9 +485,15 @@ class PreforkPool:
             child.connection.send_bytes(data)
             if not child.connection.poll(time_limit):
                 return self._kill_over_time(slot, job, time_limit, time.monotonic() - started)
-            report: _Report = pickle.loads(child.connection.recv_bytes())
+            message = child.connection.recv_bytes()
         except (EOFError, OSError):
             return self._lost_outcome(slot, number, job, time.monotonic() - started)
+        try:
+            report: _Report = pickle.loads(message)
+        except Exception as exc:  # whatever unpickling raises: the slot must go on serving
+            self._discard_child(slot, grace=0)
+            reason = RuntimeError(f"The outcome of task {job.task_id} cannot be read: {exc!r}")
+            return JobOutcome(job.task_id, "FAILURE", exception=reason)
         if report.is_exiting:
             self._discard_child(slot, grace=_EXIT_TIMEOUT)
         elif slot.terminate_signum is not None:
@@ -494,6 +516,7 @@ class PreforkPool:
         )
 
     def _lost_outcome(self, slot: _Slot, number: int, job: Job, runtime: float) -> JobOutcome:
+        pid = slot.child.pid if slot.child is not None else None
         exitcode = self._discard_child(slot, grace=_EXIT_TIMEOUT)
         signum = slot.terminate_signum
         if signum is not None:
@@ -506,9 +529,14 @@ class PreforkPool:
                 info={"signum": signum},
             )
         reason = _describe_exit(exitcode)
-        logger.error(
-            "Child process exited with %s while running %s[%s]", reason, job.task_name, job.task_id
-        )
+        if not self._is_killing:
+            logger.error(
+                "Child process %s exited with %s while running %s[%s]",
+                pid,
+                reason,
+                job.task_name,
+                job.task_id,
+            )
         error = WorkerLostError(f"Worker exited prematurely: {reason} Job: {number}.")
         return JobOutcome(job.task_id, "FAILURE", runtime=runtime, lost=True, exception=error)
 
@@ -531,7 +559,6 @@ class PreforkPool:
         with self._lock:
             del self._children[child.pid]
         child.connection.close()
-        child.process.close()
         return exitcode
 
 

@@ -70,8 +70,10 @@ class ThreadPool:
         return False
 
     def grow(self, n: int = 1) -> None:
-        """Start ``n`` more threads."""
+        """Start ``n`` more threads; a stopping pool ignores this."""
         with self._lock:
+            if self._is_stopping:
+                return
             self.limit += n
         self._add_threads(n)
 
@@ -105,7 +107,8 @@ class ThreadPool:
                 self._inbox.put(None)
         if graceful:
             for thread in threads:
-                thread.join()
+                if thread is not threading.current_thread():
+                    thread.join()
 
     def info(self) -> dict[str, Any]:
         """Describe the pool for ``inspect stats``."""

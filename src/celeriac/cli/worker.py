@@ -1,0 +1,279 @@
+"""``celeriac worker``: start a worker with Celery's flags (edge layer).
+
+The default node name is ``celeriac@%h`` (Celery's is ``celery@%h``); give
+``-n celery@%h`` where a tool expects Celery's. ``-O``, ``--without-heartbeat``,
+``--without-mingle`` and ``--without-gossip`` are accepted so that Celery command
+lines keep working, and have no effect: celeriac has no mingle or gossip steps and
+always sends its heartbeat. They still reach ``celeryd_init`` in ``options``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import click
+
+from celeriac import __version__, log
+from celeriac.app import Celeriac
+from celeriac.cli.app_loading import PRELOAD_OPTIONS_KEY, CeleriacCommand, CLIContext
+from celeriac.cli.purge import purge_queues, purged_message, split_commas
+from celeriac.transports import redact_url
+from celeriac.transports.base import Transport
+from celeriac.worker.controller import WorkController
+from celeriac.worker.pools import POOLS
+
+__all__ = ["DEFAULT_NODENAME", "default_nodename", "host_format", "worker"]
+
+DEFAULT_NODENAME: Final = "celeriac@%h"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
+# Celery's name for the prefork pool, kept as an alias.
+POOL_ALIASES: Final = {"processes": "prefork"}
+
+
+def host_format(template: str, host: str | None = None) -> str:
+    """Expand ``%h`` (this host), ``%n`` (its first label), ``%d`` (its domain) and ``%%``."""
+    host = host or socket.gethostname()
+    short, _, domain = host.partition(".")
+    values = {"h": host, "n": short, "d": domain, "%": "%"}
+    return re.sub(r"%(.)", lambda match: values.get(match.group(1), match.group(0)), template)
+
+
+def default_nodename(hostname: str | None) -> str:
+    """Return the node name for ``-n``: ``w1@%h`` expanded; ``w1`` alone means ``celeriac@w1``."""
+    template = hostname or DEFAULT_NODENAME
+    if "@" not in template:
+        template = f"celeriac@{template}"
+    return host_format(template)
+
+
+@contextmanager
+def pidfile(path: str | None) -> Iterator[None]:
+    """Hold ``path`` with this process's pid while the worker runs; refuse a live one."""
+    if path is None:
+        yield
+        return
+    _write_pidfile(path)
+    try:
+        yield
+    finally:
+        _remove_own_pidfile(path)
+
+
+def _write_pidfile(path: str) -> None:
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        pid = _read_pid(path)
+        if pid is not None and _is_alive(pid):
+            raise click.ClickException(
+                f"pidfile {path} holds the pid {pid} of a running process"
+            ) from None
+        os.unlink(path)
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"{os.getpid()}\n")
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(path) as file:
+            return int(file.read().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_own_pidfile(path: str) -> None:
+    if _read_pid(path) == os.getpid():
+        os.unlink(path)
+
+
+def _banner(controller: WorkController, transport: Transport) -> str:
+    """The lines printed when the worker starts (not with ``-q``), URL passwords masked."""
+    app = controller.app
+    results = app.result_backend_url
+    return "\n".join(
+        [
+            f"{controller.hostname} v{__version__}",
+            f"  app:         {app.main or '__main__'}",
+            f"  transport:   {redact_url(transport.url)}",
+            f"  results:     {redact_url(results) if results else 'disabled'}",
+            f"  concurrency: {controller.concurrency} ({controller.pool_name})",
+            f"  task events: {'ON' if controller.send_events else 'OFF'}",
+            f"  queues:      {', '.join(controller.queues)}",
+        ]
+    )
+
+
+@click.command(cls=CeleriacCommand)
+@click.option(
+    "-n",
+    "--hostname",
+    help="Set custom hostname (e.g., 'w1@%h'). Expands: %h (hostname), %n (name) and "
+    f"%d, (domain). Default: {DEFAULT_NODENAME}.",
+)
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(sorted({*POOLS, *POOL_ALIASES}), case_sensitive=False),
+    help="Pool implementation (default: the worker_pool setting).",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Number of child processes (or threads) processing the queue. "
+    "The default is the number of CPUs available on your system.",
+)
+@click.option(
+    "-Q",
+    "--queues",
+    metavar="COMMA SEPARATED LIST",
+    callback=split_commas,
+    help="Comma separated list of queues to consume; by default all configured queues.",
+)
+@click.option(
+    "-X",
+    "--exclude-queues",
+    metavar="COMMA SEPARATED LIST",
+    callback=split_commas,
+    help="Comma separated list of queues not to consume.",
+)
+@click.option(
+    "-I",
+    "--include",
+    metavar="COMMA SEPARATED LIST",
+    callback=split_commas,
+    help="Comma separated list of additional modules to import.",
+)
+@click.option(
+    "-l",
+    "--loglevel",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="WARNING",
+    help="Logging level.",
+)
+@click.option(
+    "-f", "--logfile", help="Path to log file. If no logfile is specified, stderr is used."
+)
+@click.option(
+    "--prefetch-multiplier",
+    type=click.IntRange(min=0),
+    help="Set custom prefetch multiplier value for this worker instance.",
+)
+@click.option(
+    "-E",
+    "--task-events",
+    "--events",
+    "task_events",
+    is_flag=True,
+    default=None,
+    help="Send task-related events that can be captured by monitors like celery events.",
+)
+@click.option(
+    "--time-limit", type=click.FloatRange(min=0), help="Hard time limit for tasks, in seconds."
+)
+@click.option(
+    "--soft-time-limit",
+    type=click.FloatRange(min=0),
+    help="Soft time limit for tasks, in seconds.",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    help="Maximum number of tasks a pool worker can execute before it's replaced.",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    help="Maximum resident memory, in KiB, a pool child may use before it's replaced.",
+)
+@click.option(
+    "--pidfile", help="File holding the worker's pid; refused while its process is alive."
+)
+@click.option(
+    "--purge",
+    "--discard",
+    "purge",
+    is_flag=True,
+    help="Purges all waiting tasks before the worker is started.",
+)
+@click.option(
+    "-O",
+    "--optimization",
+    type=click.Choice(("default", "fair")),
+    help="Accepted for Celery compatibility; no effect.",
+)
+@click.option("--without-heartbeat", is_flag=True, help="Accepted for compatibility; no effect.")
+@click.option("--without-mingle", is_flag=True, help="Accepted for compatibility; no effect.")
+@click.option("--without-gossip", is_flag=True, help="Accepted for compatibility; no effect.")
+@click.pass_context
+def worker(ctx: click.Context, /, **options: Any) -> None:
+    """Start worker instance.
+
+    Example: celeriac -A proj worker -l INFO -Q hipri,lopri -c 4
+    """
+    cli = ctx.find_object(CLIContext)
+    assert cli is not None
+    app = cli.app
+    if options["include"]:
+        app.conf.include = (*app.conf.include, *options["include"])
+    nodename = default_nodename(options["hostname"])
+    pool = str(options["pool"] or app.conf.worker_pool).lower()
+    pool = POOL_ALIASES.get(pool, pool)
+    try:
+        log.setup_logging(
+            app,
+            options["loglevel"],
+            logfile=options["logfile"],
+            colorize=False if cli.no_color else None,
+            hostname=nodename,
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the log file: {exc}") from exc
+    everything = {**options, **ctx.meta.get(PRELOAD_OPTIONS_KEY, {}), "hostname": nodename}
+    pidfile_path = log.node_format(options["pidfile"], nodename) if options["pidfile"] else None
+    with pidfile(pidfile_path):
+        controller = _controller(app, nodename, pool, options, everything)
+        if options["purge"]:
+            purged = purge_queues(app, controller.queues)
+            cli.echo(purged_message(purged, len(controller.queues)))
+        # Connecting before the banner makes a bad broker URL fail first, on its own line.
+        cli.echo(_banner(controller, app.transport))
+        controller.start()
+    ctx.exit(controller.exitcode)
+
+
+def _controller(
+    app: Celeriac, nodename: str, pool: str, options: dict[str, Any], everything: dict[str, Any]
+) -> WorkController:
+    return WorkController(
+        app,
+        hostname=nodename,
+        pool=pool,
+        concurrency=options["concurrency"],
+        queues=options["queues"] or None,
+        exclude_queues=options["exclude_queues"],
+        loglevel=options["loglevel"],
+        prefetch_multiplier=options["prefetch_multiplier"],
+        send_events=options["task_events"],
+        max_tasks_per_child=options["max_tasks_per_child"],
+        max_memory_per_child=options["max_memory_per_child"],
+        time_limit=options["time_limit"],
+        soft_time_limit=options["soft_time_limit"],
+        options=everything,
+    )

@@ -1,0 +1,117 @@
+"""Fixtures that start real ``celeriac worker`` processes on a SQLite broker in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac import Celeriac
+
+HERE = Path(__file__).parent
+READY_TIMEOUT = 30.0
+
+
+@dataclass
+class WorkerProcess:
+    """A worker subprocess with its output and signal log."""
+
+    process: subprocess.Popen[bytes]
+    output: Path
+    signal_log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def signals(self) -> list[dict[str, Any]]:
+        """The signal records written so far, by every process."""
+        if not self.signal_log.exists():
+            return []
+        return [json.loads(line) for line in self.signal_log.read_text().splitlines() if line]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send ``sig`` and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+
+def subprocess_env(broker_url: str, signal_log: Path) -> dict[str, str]:
+    """The environment of worker and client subprocesses."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    env["SIGPROJ_BROKER"] = broker_url
+    env["SIGNAL_LOG"] = str(signal_log)
+    return env
+
+
+@pytest.fixture
+def broker_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/broker.db"
+
+
+@pytest.fixture
+def client(broker_url: str) -> Iterator[Celeriac]:
+    """An app in the test process talking to the same SQLite file as the workers."""
+    os.environ.setdefault("SIGPROJ_BROKER", "memory://sigproj-import")
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    # The worker imports it as `sigproj` (PYTHONPATH), so the test process must too.
+    import sigproj  # type: ignore[import-not-found]  # noqa: F401
+
+    app = Celeriac("client", broker=broker_url)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, broker_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``celeriac -A sigproj worker``; every worker is killed by PID afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(*extra: str, pool: str = "prefork", concurrency: int = 2) -> WorkerProcess:
+        index = len(started)
+        output = tmp_path / f"worker{index}.log"
+        signal_log = tmp_path / "signals.jsonl"
+        command = [
+            sys.executable, "-m", "celeriac", "-A", "sigproj", "worker",
+            "-P", pool, "-c", str(concurrency), "-l", "info", "-n", f"w{index}@e2e", *extra,
+        ]  # fmt: skip
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                command,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=subprocess_env(broker_url, signal_log),
+                cwd=tmp_path,
+            )
+        worker = WorkerProcess(process, output, signal_log)
+        started.append(worker)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            ready = [r for r in worker.signals() if r["signal"] == "worker_ready"]
+            if any(record["pid"] == process.pid for record in ready):
+                return worker
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        pytest.fail(f"worker did not become ready:\n{worker.log()}")
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.process.wait(timeout=10)
