@@ -26,7 +26,17 @@ def start_worker(queue: str, ready_file: Path, concurrency: int) -> subprocess.P
     """Start ``celeriac worker`` on ``queue`` and wait until it is ready."""
     ready_file.unlink(missing_ok=True)
     environment = dict(os.environ, PYTHONPATH=str(HERE), BENCH_READY_FILE=str(ready_file))
-    command = [sys.executable, "-m", "celeriac", "-A", "bench_tasks", "worker", "-l", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "celeriac",
+        "-q",
+        "-A",
+        "bench_tasks",
+        "worker",
+        "-l",
+        "warning",
+    ]
     command += ["-P", "prefork", "-c", str(concurrency), "-Q", queue, "-n", f"bench-{queue}@%h"]
     worker = subprocess.Popen(command, cwd=HERE, env=environment)
     deadline = time.monotonic() + 30

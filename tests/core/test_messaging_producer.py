@@ -4,94 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
 from celeriac.messaging import Producer, retry_over_time
 from celeriac.protocol.envelope import Envelope
 from celeriac.serialization import decompress, loads
-from celeriac.transports import connect
 from celeriac.transports.base import (
-    Delivery,
-    OutgoingMessage,
-    Subscription,
     Transport,
     TransportError,
 )
-
-
-class SwitchableTransport:
-    """Fault injector: a real transport whose next ``failures`` sends raise TransportError."""
-
-    def __init__(self, inner: Transport, failures: int = 0) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.failures = failures
-        self.attempts = 0
-
-    def _check(self) -> None:
-        self.attempts += 1
-        if self.failures:
-            self.failures -= 1
-            raise TransportError("broker is down")
-
-    def publish(
-        self, queue: str, envelope: Envelope, *, priority: int = 0, eta: float | None = None
-    ) -> None:
-        self._check()
-        self.inner.publish(queue, envelope, priority=priority, eta=eta)
-
-    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._check()
-        self.inner.publish_many(messages)
-
-    def fetch(self, queues: Sequence[str], max_messages: int, timeout: float) -> list[Delivery]:
-        return self.inner.fetch(queues, max_messages, timeout)
-
-    def ack(self, tags: Sequence[str]) -> None:
-        self.inner.ack(tags)
-
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
-        self.inner.reject(tags, requeue=requeue)
-
-    def release(self, tags: Sequence[str]) -> None:
-        self.inner.release(tags)
-
-    def dead_letter(self, tags: Sequence[str], reason: str) -> None:
-        self.inner.dead_letter(tags, reason)
-
-    def extend_lease(self, tags: Sequence[str]) -> None:
-        self.inner.extend_lease(tags)
-
-    def purge(self, queue: str) -> int:
-        return self.inner.purge(queue)
-
-    def queue_size(self, queue: str) -> int:
-        return self.inner.queue_size(queue)
-
-    def broadcast(self, channel: str, envelope: Envelope) -> None:
-        self._check()
-        self.inner.broadcast(channel, envelope)
-
-    def subscribe(self, channel: str) -> Subscription:
-        return self.inner.subscribe(channel)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transport]:
-    if request.param == "memory":
-        url = f"memory://{uuid.uuid4().hex}"
-    else:
-        url = f"sqlite:///{tmp_path}/b.db"
-    opened = connect(url)
-    yield opened
-    opened.close()
+from tests.faults import SwitchableTransport
 
 
 def fetch_one(transport: Transport, queue: str) -> Envelope:

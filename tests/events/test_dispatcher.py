@@ -8,9 +8,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -21,69 +20,11 @@ from celeriac.protocol.event import utcoffset
 from celeriac.serialization import loads
 from celeriac.transports import connect
 from celeriac.transports.base import (
-    Delivery,
-    OutgoingMessage,
     Subscription,
     Transport,
     TransportError,
 )
-
-
-class SwitchableTransport:
-    """Fault injector: a real transport whose sends fail with TransportError while ``is_down``."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.is_down = False
-
-    def _check(self) -> None:
-        if self.is_down:
-            raise TransportError("broker is down")
-
-    def publish(
-        self, queue: str, envelope: Envelope, *, priority: int = 0, eta: float | None = None
-    ) -> None:
-        self._check()
-        self.inner.publish(queue, envelope, priority=priority, eta=eta)
-
-    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._check()
-        self.inner.publish_many(messages)
-
-    def fetch(self, queues: Sequence[str], max_messages: int, timeout: float) -> list[Delivery]:
-        return self.inner.fetch(queues, max_messages, timeout)
-
-    def ack(self, tags: Sequence[str]) -> None:
-        self.inner.ack(tags)
-
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
-        self.inner.reject(tags, requeue=requeue)
-
-    def release(self, tags: Sequence[str]) -> None:
-        self.inner.release(tags)
-
-    def dead_letter(self, tags: Sequence[str], reason: str) -> None:
-        self.inner.dead_letter(tags, reason)
-
-    def extend_lease(self, tags: Sequence[str]) -> None:
-        self.inner.extend_lease(tags)
-
-    def purge(self, queue: str) -> int:
-        return self.inner.purge(queue)
-
-    def queue_size(self, queue: str) -> int:
-        return self.inner.queue_size(queue)
-
-    def broadcast(self, channel: str, envelope: Envelope) -> None:
-        self._check()
-        self.inner.broadcast(channel, envelope)
-
-    def subscribe(self, channel: str) -> Subscription:
-        return self.inner.subscribe(channel)
-
-    def close(self) -> None:
-        self.inner.close()
+from tests.faults import SwitchableTransport
 
 
 @dataclass
@@ -98,17 +39,6 @@ class MiniApp:
     transport: Transport
     clock: LamportClock = field(default_factory=LamportClock)
     conf: EventsConf = field(default_factory=EventsConf)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transport]:
-    if request.param == "memory":
-        url = f"memory://{uuid.uuid4().hex}"
-    else:
-        url = f"sqlite:///{tmp_path}/b.db"
-    opened = connect(url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ from __future__ import annotations
 import builtins
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,19 +16,7 @@ from celeriac.events.receiver import topic_matches
 from celeriac.messaging import Producer
 from celeriac.protocol.event import utcoffset
 from celeriac.serialization import loads
-from celeriac.transports import connect
 from celeriac.transports.base import Transport
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transport]:
-    if request.param == "memory":
-        url = f"memory://{uuid.uuid4().hex}"
-    else:
-        url = f"sqlite:///{tmp_path}/b.db"
-    opened = connect(url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
