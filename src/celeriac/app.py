@@ -13,7 +13,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from celeriac import current, signals
 from celeriac.backends.base import Meta, ResultBackend
@@ -183,6 +183,11 @@ class Celeriac:
     def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
+    def task(
+        self, /, *, bind: Literal[True], **options: Any
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+    @overload
     def task(self, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fun: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -343,7 +348,11 @@ def shared_task(fun: Callable[..., Any] | None = None, /, **options: Any) -> Any
     """Declare a task for every app: the one in use when it is called is used."""
 
     def create(function: Callable[..., Any]) -> SharedTask:
-        current.connect_on_app_finalize(lambda app: app.task(**options)(function))
+        def add_to(app: Celeriac) -> None:
+            decorate: Callable[[Callable[..., Any]], Task[Any, Any]] = app.task(**options)
+            decorate(function)
+
+        current.connect_on_app_finalize(add_to)
         return SharedTask(function, options.get("name"))
 
     if fun is not None:

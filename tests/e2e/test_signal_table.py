@@ -122,6 +122,18 @@ def test_each_signal_arrives_in_its_process_with_its_arguments(
         seen.setdefault(name, set()).add(role)
         assert record["kwargs"] == TABLE[name][1], name
 
+    seed_handlers = {
+        record["signal"]: roles.get(record["pid"], CLIENT)
+        for record in records
+        if record["signal"].startswith("seed:")
+    }
+    assert seed_handlers == {
+        "seed:after_task_publish": CLIENT,
+        "seed:task_postrun": CHILD,
+        "seed:task_success": CHILD,
+        "seed:task_failure": CHILD,
+        "seed:celeryd_after_setup": MAIN,
+    }
     for name, (process, _) in TABLE.items():
         if process is None:
             assert name not in seen, f"{name} is listed as not sent yet, but it was"

@@ -197,7 +197,9 @@ def execute_job(job: Job) -> JobOutcome:
     if outcome.state == states.SUCCESS:
         info["result"] = repr(outcome.retval)[: task.resultrepr_maxsize]
     elif outcome.einfo is not None:
-        exception = outcome.retval.exc if outcome.state == states.RETRY else outcome.retval
+        exception = outcome.retval
+        if outcome.state == states.RETRY and outcome.retval.exc is not None:
+            exception = outcome.retval.exc
         info["exception"] = repr(exception)
         info["traceback"] = outcome.einfo.traceback
     return JobOutcome(
