@@ -114,7 +114,7 @@ class Celeriac:
         self._transport: Transport | None = None
         self._backend: ResultBackend | None = None
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._origin: tuple[int, str] = (0, "")
         from celeriac.builtins import register_builtins
 
         register_builtins(self)
@@ -303,7 +303,10 @@ class Celeriac:
     @property
     def origin(self) -> str:
         """This process's sender name, ``gen<pid>@<host>``, recomputed after a fork."""
-        return f"gen{os.getpid()}@{socket.gethostname()}"
+        pid = os.getpid()
+        if self._origin[0] != pid:
+            self._origin = (pid, f"gen{pid}@{socket.gethostname()}")
+        return self._origin[1]
 
     def close(self) -> None:
         """Close the broker and result-store connections."""

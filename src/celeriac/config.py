@@ -17,6 +17,7 @@ from celeriac.defaults import DEFAULTS
 from celeriac.exceptions import ImproperlyConfigured
 
 _DELIVERY_MODES = {"persistent": 2, "transient": 1}
+MUTABLE = (dict, list, set)
 
 
 def _check(name: str, value: Any) -> Any:
@@ -43,6 +44,7 @@ class Settings(MutableMapping[str, Any]):
 
     def __init__(self, changes: Mapping[str, Any] | None = None) -> None:
         object.__setattr__(self, "_changes", {})
+        object.__setattr__(self, "_own_defaults", {})
         if changes:
             self.update(changes)
 
@@ -53,13 +55,24 @@ class Settings(MutableMapping[str, Any]):
         setting = DEFAULTS.get(name)
         if setting is None:
             raise KeyError(name)
-        return copy.copy(setting.default)
+        default = setting.default
+        if not isinstance(default, MUTABLE):
+            return default
+        # This app's own copy, kept so that conf.beat_schedule["x"] = ... sticks.
+        own_defaults: dict[str, Any] = self._own_defaults
+        if name not in own_defaults:
+            own_defaults[name] = copy.deepcopy(default)
+        return own_defaults[name]
 
     def __setitem__(self, name: str, value: Any) -> None:
         self._changes[name] = _check(name, value)
 
     def __delitem__(self, name: str) -> None:
-        del self._changes[name]
+        """Forget what was set or mutated: the setting reads as its default again."""
+        found = self._changes.pop(name, None) is not None
+        found = self._own_defaults.pop(name, None) is not None or found
+        if not found:
+            raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
         yield from DEFAULTS
@@ -83,8 +96,13 @@ class Settings(MutableMapping[str, Any]):
         return f"<Settings: {len(self._changes)} changed>"
 
     def changes(self) -> dict[str, Any]:
-        """Return the settings that differ from the defaults."""
-        return dict(self._changes)
+        """Return the settings that differ from the defaults, mutated defaults included."""
+        mutated = {
+            name: value
+            for name, value in self._own_defaults.items()
+            if value != DEFAULTS[name].default
+        }
+        return {**mutated, **self._changes}
 
     def without_defaults(self) -> dict[str, Any]:
         """Celery's name for ``changes``, used by ``inspect conf``."""

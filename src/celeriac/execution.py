@@ -21,7 +21,7 @@ import traceback as traceback_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celeriac import signals, states
 from celeriac.canvas.signature import Signature, maybe_signature
@@ -30,9 +30,7 @@ from celeriac.current import task_running
 from celeriac.exceptions import Ignore, Reject, Retry
 from celeriac.protocol.result_meta import build_meta
 from celeriac.result import EagerResult
-
-if TYPE_CHECKING:
-    from celeriac.task import Task
+from celeriac.task import Task, current_request_options
 
 logger = logging.getLogger("celeriac.execution")
 
@@ -239,16 +237,10 @@ def _call_task(task: Task[Any, Any], request: Context) -> Any:
     args = request.args or ()
     kwargs = request.kwargs or {}
     task.before_start(request.id or "", args, kwargs)
-    if type(task).__call__ is not _base_call():
+    if type(task).__call__ is not Task.__call__:
         request._protected = True
         return task(*args, **kwargs)
     return task.run(*args, **kwargs)
-
-
-def _base_call() -> Any:
-    from celeriac.task import Task
-
-    return Task.__call__
 
 
 def _outcome_of_call(task: Task[Any, Any], request: Context, eager: bool) -> TraceOutcome:
@@ -364,8 +356,6 @@ def apply_eagerly(
     A retry runs again at once (countdowns are not waited for), so the result is the
     final outcome, as users of eager mode expect.
     """
-    from celeriac.task import current_request_options
-
     lineage = current_request_options()
     request = Context(
         id=task_id,

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.worker.pools import POOLS, create_pool
-from celeriac.worker.pools.base import Job, JobOutcome, JobTarget, Pool
+from celeriac.worker.pools.base import Job, JobOutcome, Pool
+from tests.worker.support import Outcomes, PoolFactory, sleep_target, wait_for_file
 
 # Python 3.12+ warns when forking a process that runs threads; the prefork pool does so
 # on purpose (see its module docstring).
@@ -27,75 +25,8 @@ ALL_POOLS = ["solo", "threads", "prefork"]
 CONCURRENT_POOLS = ["threads", "prefork"]
 
 
-def sleep_target(job: Job) -> JobOutcome:
-    """Note the start in ``payload["started"]`` if given, sleep, and report the pid."""
-    started = job.payload.get("started")
-    if started:
-        Path(started).write_text(str(os.getpid()))
-    time.sleep(job.payload.get("seconds", 0))
-    return JobOutcome(job.task_id, "SUCCESS", info={"pid": os.getpid()})
-
-
 def raising_target(job: Job) -> JobOutcome:
     raise ValueError(f"bad payload {job.payload!r}")
-
-
-class Outcomes:
-    """An ``on_done`` callback that collects outcomes for the test to wait on."""
-
-    def __init__(self) -> None:
-        self._received: queue.SimpleQueue[JobOutcome] = queue.SimpleQueue()
-        self.pids: set[int] = set()
-
-    def __call__(self, outcome: JobOutcome) -> None:
-        if "pid" in outcome.info:
-            self.pids.add(outcome.info["pid"])
-        self._received.put(outcome)
-
-    def next(self, timeout: float = 10.0) -> JobOutcome:
-        return self._received.get(timeout=timeout)
-
-
-def is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_for_file(path: Path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_text():
-        assert time.monotonic() < deadline, f"{path} was never written"
-        time.sleep(0.01)
-    return path.read_text()
-
-
-class PoolFactory:
-    """Start pools for a test; afterwards stop them and check no child process is left."""
-
-    def __init__(self) -> None:
-        self.pools: list[Pool] = []
-        self.pids: set[int] = set()
-
-    def __call__(self, name: str, target: JobTarget, concurrency: int = 1, **options: Any) -> Pool:
-        pool = create_pool(name, target, concurrency, **options)
-        pool.start()
-        self.pools.append(pool)
-        self.note_processes(pool)
-        return pool
-
-    def note_processes(self, pool: Pool) -> None:
-        self.pids.update(pool.info()["processes"])
-
-    def stop_all(self) -> None:
-        for pool in self.pools:
-            self.note_processes(pool)
-            pool.stop(graceful=False)
-        self.pids.discard(os.getpid())
-        left = [pid for pid in self.pids if is_running(pid)]
-        assert left == [], f"child processes left after stop: {left}"
 
 
 @pytest.fixture

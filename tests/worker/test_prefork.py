@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import queue
 import resource
 import signal
 import subprocess
@@ -14,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,8 +22,15 @@ from celeriac.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from celeriac.worker.pools import create_pool
-from celeriac.worker.pools.base import ChildHooks, Job, JobOutcome, JobTarget, Pool
+from celeriac.worker.pools.base import ChildHooks, Job, JobOutcome
+from tests.worker.support import (
+    Outcomes,
+    PoolFactory,
+    is_running,
+    sleep_target,
+    wait_for_file,
+    wait_until_gone,
+)
 
 # Python 3.12+ warns when forking a process that runs threads; the prefork pool does so
 # on purpose (see its module docstring).
@@ -34,15 +39,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 MIB = 1024 * 1024
-
-
-def sleep_target(job: Job) -> JobOutcome:
-    """Note the start in ``payload["started"]`` if given, sleep, and report the pid."""
-    started = job.payload.get("started")
-    if started:
-        Path(started).write_text(str(os.getpid()))
-    time.sleep(job.payload.get("seconds", 0))
-    return JobOutcome(job.task_id, "SUCCESS", info={"pid": os.getpid()})
 
 
 def soft_limited_target(job: Job) -> JobOutcome:
@@ -97,76 +93,6 @@ def hang_first_start(marker: Path) -> None:
         time.sleep(30)
 
 
-class Outcomes:
-    """An ``on_done`` callback that collects outcomes for the test to wait on."""
-
-    def __init__(self) -> None:
-        self._received: queue.SimpleQueue[JobOutcome] = queue.SimpleQueue()
-
-    def __call__(self, outcome: JobOutcome) -> None:
-        self._received.put(outcome)
-
-    def next(self, timeout: float = 10.0) -> JobOutcome:
-        return self._received.get(timeout=timeout)
-
-
-def is_running(pid: int) -> bool:
-    """Tell whether ``pid`` exists and is not a zombie waiting to be reaped by someone else."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def wait_until_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while is_running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def wait_for_file(path: Path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_text():
-        assert time.monotonic() < deadline, f"{path} was never written"
-        time.sleep(0.01)
-    return path.read_text()
-
-
-class PoolFactory:
-    """Start prefork pools; afterwards stop them and check that no child process is left."""
-
-    def __init__(self) -> None:
-        self.pools: list[Pool] = []
-        self.pids: set[int] = set()
-
-    def __call__(self, target: JobTarget, concurrency: int = 1, **options: Any) -> Pool:
-        pool = create_pool("prefork", target, concurrency, **options)
-        pool.start()
-        self.pools.append(pool)
-        self.pids.update(self.children(pool))
-        return pool
-
-    def children(self, pool: Pool) -> list[int]:
-        pids: list[int] = pool.info()["processes"]
-        self.pids.update(pids)
-        return pids
-
-    def stop_all(self) -> None:
-        for pool in self.pools:
-            self.children(pool)
-            pool.stop(graceful=False)
-        left = [pid for pid in self.pids if is_running(pid)]
-        assert left == [], f"child processes left after stop: {left}"
-
-
 @pytest.fixture
 def make_pool() -> Iterator[PoolFactory]:
     factory = PoolFactory()
@@ -180,7 +106,7 @@ def test_jobs_run_in_child_processes_that_run_the_start_and_exit_hooks(make_pool
         on_start=functools.partial(note_start, notes),
         on_exit=functools.partial(note_exit, notes),
     )
-    pool = make_pool(sleep_target, concurrency=2, hooks=hooks)
+    pool = make_pool("prefork", sleep_target, concurrency=2, hooks=hooks)
     outcomes = Outcomes()
 
     pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), outcomes)
@@ -197,7 +123,7 @@ def test_jobs_run_in_child_processes_that_run_the_start_and_exit_hooks(make_pool
 
 
 def test_soft_time_limit_raises_inside_the_task_which_can_catch_it(make_pool):
-    pool = make_pool(soft_limited_target)
+    pool = make_pool("prefork", soft_limited_target)
     outcomes = Outcomes()
     began = time.monotonic()
 
@@ -209,7 +135,7 @@ def test_soft_time_limit_raises_inside_the_task_which_can_catch_it(make_pool):
 
 
 def test_soft_time_limit_is_cleared_after_the_job(make_pool):
-    pool = make_pool(soft_limited_target, soft_time_limit=0.3)
+    pool = make_pool("prefork", soft_limited_target, soft_time_limit=0.3)
     outcomes = Outcomes()
 
     pool.apply(Job("id-1", "tasks.quick", {"seconds": 0.2}), outcomes)
@@ -222,7 +148,7 @@ def test_soft_time_limit_is_cleared_after_the_job(make_pool):
 
 
 def test_hard_time_limit_kills_the_child_and_the_pool_goes_on(make_pool, caplog):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     [first_child] = make_pool.children(pool)
 
@@ -242,7 +168,7 @@ def test_hard_time_limit_kills_the_child_and_the_pool_goes_on(make_pool, caplog)
 
 
 def test_child_killed_during_a_job_is_reported_lost_and_replaced(make_pool, tmp_path):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     started = tmp_path / "started"
     pool.apply(Job("id-1", "tasks.sleep", {"seconds": 30, "started": str(started)}), outcomes)
@@ -261,7 +187,7 @@ def test_child_killed_during_a_job_is_reported_lost_and_replaced(make_pool, tmp_
 
 
 def test_child_that_died_while_idle_is_replaced_before_the_next_job(make_pool):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     [child] = make_pool.children(pool)
 
@@ -275,7 +201,7 @@ def test_child_that_died_while_idle_is_replaced_before_the_next_job(make_pool):
 
 
 def test_terminate_job_signals_its_child_and_reports_it_revoked(make_pool, tmp_path):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     started = tmp_path / "started"
     pool.apply(Job("id-1", "tasks.sleep", {"seconds": 30, "started": str(started)}), outcomes)
@@ -295,13 +221,13 @@ def test_terminate_job_signals_its_child_and_reports_it_revoked(make_pool, tmp_p
 
 
 def test_terminate_job_does_not_find_a_job_that_is_not_running(make_pool):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
 
     assert pool.terminate_job("id-unknown", signal.SIGTERM) is False
 
 
 def test_child_is_replaced_after_max_tasks_per_child(make_pool):
-    pool = make_pool(sleep_target, max_tasks_per_child=2)
+    pool = make_pool("prefork", sleep_target, max_tasks_per_child=2)
     outcomes = Outcomes()
 
     pids = []
@@ -316,7 +242,7 @@ def test_child_is_replaced_after_max_tasks_per_child(make_pool):
 
 def test_child_is_replaced_after_a_job_that_takes_it_over_max_memory_per_child(make_pool):
     limit_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 64 * 1024
-    pool = make_pool(allocating_target, max_memory_per_child=limit_kib)
+    pool = make_pool("prefork", allocating_target, max_memory_per_child=limit_kib)
     outcomes = Outcomes()
 
     pool.apply(Job("id-1", "tasks.small", {"mib": 1}), outcomes)
@@ -331,7 +257,7 @@ def test_child_is_replaced_after_a_job_that_takes_it_over_max_memory_per_child(m
 
 
 def test_graceful_stop_lets_the_running_job_finish(make_pool, tmp_path):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     started = tmp_path / "started"
     pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0.5, "started": str(started)}), outcomes)
@@ -344,7 +270,7 @@ def test_graceful_stop_lets_the_running_job_finish(make_pool, tmp_path):
 
 
 def test_non_graceful_stop_kills_the_running_job_at_once(make_pool, tmp_path):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     started = tmp_path / "started"
     pool.apply(Job("id-1", "tasks.sleep", {"seconds": 30, "started": str(started)}), outcomes)
@@ -362,7 +288,7 @@ def test_non_graceful_stop_kills_the_running_job_at_once(make_pool, tmp_path):
 
 
 def test_non_graceful_stop_cuts_short_a_graceful_stop_in_progress(make_pool, tmp_path):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     started = tmp_path / "started"
     pool.apply(Job("id-1", "tasks.sleep", {"seconds": 30, "started": str(started)}), outcomes)
@@ -381,7 +307,7 @@ def test_non_graceful_stop_cuts_short_a_graceful_stop_in_progress(make_pool, tmp
 def test_shrink_stops_the_children_of_the_removed_slots(make_pool, tmp_path):
     notes = tmp_path / "notes"
     hooks = ChildHooks(on_exit=functools.partial(note_exit, notes))
-    pool = make_pool(sleep_target, concurrency=3, hooks=hooks)
+    pool = make_pool("prefork", sleep_target, concurrency=3, hooks=hooks)
 
     pool.shrink(2)
     deadline = time.monotonic() + 10
@@ -397,7 +323,7 @@ def test_child_whose_start_hook_fails_is_replaced(make_pool, tmp_path, caplog):
     outcomes = Outcomes()
 
     with caplog.at_level(logging.ERROR):
-        pool = make_pool(sleep_target, hooks=hooks)
+        pool = make_pool("prefork", sleep_target, hooks=hooks)
         pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), outcomes)
         outcome = outcomes.next()
 
@@ -411,7 +337,7 @@ def test_child_whose_start_hook_is_too_slow_is_replaced(make_pool, tmp_path, cap
     outcomes = Outcomes()
 
     with caplog.at_level(logging.ERROR):
-        pool = make_pool(sleep_target, hooks=hooks, proc_alive_timeout=0.3)
+        pool = make_pool("prefork", sleep_target, hooks=hooks, proc_alive_timeout=0.3)
         pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), outcomes)
         outcome = outcomes.next()
 
@@ -420,7 +346,7 @@ def test_child_whose_start_hook_is_too_slow_is_replaced(make_pool, tmp_path, cap
 
 
 def test_outcome_that_cannot_be_unpickled_is_replaced_by_a_runtime_error(make_pool):
-    pool = make_pool(unpicklable_outcome_target)
+    pool = make_pool("prefork", unpicklable_outcome_target)
     outcomes = Outcomes()
 
     pool.apply(Job("id-1", "tasks.odd", None), outcomes)
@@ -432,7 +358,7 @@ def test_outcome_that_cannot_be_unpickled_is_replaced_by_a_runtime_error(make_po
 
 
 def test_job_that_cannot_be_pickled_fails_without_harming_the_child(make_pool):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     [child] = make_pool.children(pool)
 
@@ -447,7 +373,7 @@ def test_job_that_cannot_be_pickled_fails_without_harming_the_child(make_pool):
 
 
 def test_children_ignore_sigint_so_the_parent_decides_shutdown(make_pool):
-    pool = make_pool(sleep_target)
+    pool = make_pool("prefork", sleep_target)
     outcomes = Outcomes()
     [child] = make_pool.children(pool)
 
@@ -488,3 +414,18 @@ def test_children_do_not_outlive_a_killed_parent():
         parent.wait(timeout=10)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_before_create_runs_in_the_parent_before_every_fork(make_pool):
+    forks: list[int] = []
+    hooks = ChildHooks(before_create=lambda: forks.append(os.getpid()))
+    pool = make_pool("prefork", sleep_target, concurrency=2, hooks=hooks, max_tasks_per_child=1)
+    outcomes = Outcomes()
+
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 0}), outcomes)
+    outcomes.next()
+    deadline = time.monotonic() + 10
+    while len(forks) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert forks == [os.getpid()] * 3

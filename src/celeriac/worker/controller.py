@@ -138,14 +138,17 @@ class WorkController:
             self.pool_name,
             execute_job,
             self.concurrency,
-            hooks=ChildHooks(on_start=_child_started, on_exit=_child_exiting),
+            hooks=ChildHooks(
+                before_create=self._before_create_process,
+                on_start=_child_started,
+                on_exit=_child_exiting,
+            ),
             max_tasks_per_child=self.max_tasks_per_child,
             max_memory_per_child=self.max_memory_per_child,
             soft_time_limit=self.soft_time_limit,
             time_limit=self.time_limit,
             proc_alive_timeout=app.conf.worker_proc_alive_timeout,
         )
-        signals.worker_before_create_process.send(sender=self.pool)
         self.pool.start()
         self.consumer = Consumer(
             app,
@@ -174,6 +177,9 @@ class WorkController:
         while not self._shutdown.wait(0.5):
             pass
         self._stop_parts()
+
+    def _before_create_process(self) -> None:
+        signals.worker_before_create_process.send(sender=self.pool)
 
     def _counters(self) -> tuple[int, int]:
         return len(self.state.active), self.state.processed

@@ -18,7 +18,7 @@ from celeriac.current import get_current_app
 from celeriac.exceptions import DecodeError, InvalidTaskError, NotRegistered
 from celeriac.execution import trace_task
 from celeriac.protocol.envelope import Envelope
-from celeriac.protocol.message import TaskMessage, parse_task_message
+from celeriac.protocol.message import TaskMessage
 from celeriac.transports.base import Delivery
 from celeriac.worker.pools.base import Job, JobOutcome
 
@@ -35,9 +35,9 @@ PROTOCOL_HEADERS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class JobPayload:
-    """What a pool process needs to run a task: the raw message and where it came from."""
+    """What a pool process needs to run a task: the message, headers already parsed."""
 
-    envelope: Envelope
+    message: TaskMessage
     delivery_info: dict[str, Any]
     hostname: str
 
@@ -104,7 +104,7 @@ class Request:
         return Job(
             task_id=self.id,
             task_name=self.name,
-            payload=JobPayload(self.message_envelope(), self.delivery_info, self.hostname),
+            payload=JobPayload(self.message, self.delivery_info, self.hostname),
             time_limit=hard if hard is not None else time_limit,
             soft_time_limit=soft if soft is not None else soft_time_limit,
         )
@@ -177,13 +177,12 @@ def build_context(
 
 
 def execute_job(job: Job) -> JobOutcome:
-    """Decode the message and run its task here; the pool's target in every pool."""
+    """Decode the message body and run its task here; the pool's target in every pool."""
     app = get_current_app()
     payload: JobPayload = job.payload
-    accept = app.conf.accept_content
+    message = payload.message
     try:
-        message = parse_task_message(payload.envelope, accept=accept)
-        args, kwargs, embed = message.decode_body(accept)
+        args, kwargs, embed = message.decode_body(app.conf.accept_content)
         task = app.tasks[message.name]
     except (DecodeError, InvalidTaskError, NotRegistered) as exc:
         return JobOutcome(
@@ -207,4 +206,4 @@ def execute_job(job: Job) -> JobOutcome:
     )
 
 
-__all__ = ["JobPayload", "Request", "build_context", "execute_job", "parse_task_message"]
+__all__ = ["JobPayload", "Request", "build_context", "execute_job"]

@@ -49,8 +49,10 @@ DoneCallback = Callable[[JobOutcome], None]
 
 @dataclass(frozen=True, slots=True)
 class ChildHooks:
-    """Callbacks a process pool runs in each child: after it starts, and before it exits."""
+    """Callbacks of a process pool: in the parent before each fork, and in each child after
+    it starts and before it exits."""
 
+    before_create: Callable[[], None] = lambda: None
     on_start: Callable[[], None] = lambda: None
     on_exit: Callable[[int, int], None] = lambda pid, exitcode: None
 

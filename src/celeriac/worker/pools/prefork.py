@@ -401,6 +401,7 @@ class PreforkPool:
 
     def _spawn_child(self) -> _Child | None:
         """Fork a child and wait for its start hook; None if the pool stops or the child fails."""
+        self._settings.hooks.before_create()
         with self._fork_lock:
             if self._stopping.is_set():
                 return None
