@@ -16,11 +16,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from celeriac import current, signals
+from celeriac.amqp import AMQP
 from celeriac.backends.base import Meta, ResultBackend
 from celeriac.config import Settings, settings_module_from_envvar, settings_source
+from celeriac.connection import Connection, ConnectionPool, ProducerPool
+from celeriac.entity import bound_queues
 from celeriac.events.clock import LamportClock
 from celeriac.events.dispatcher import EventDispatcher
 from celeriac.events.receiver import EventReceiver
+from celeriac.messaging import Producer
 from celeriac.registry import TaskRegistry
 from celeriac.result import AsyncResult
 from celeriac.task import Task, make_task
@@ -109,10 +113,13 @@ class Celeriac:
         self.clock = LamportClock()
         self.oid = str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode()}:{os.getpid()}:{id(self)}"))
         self.events = Events(self)
+        self.amqp = AMQP(self)
         self.user_options: dict[str, set[Any]] = {"preload": set(), "worker": set()}
         self._autodiscover: list[tuple[Any, str]] = []
         self._transport: Transport | None = None
         self._backend: ResultBackend | None = None
+        self._pool: ConnectionPool | None = None
+        self._producer_pool: ProducerPool | None = None
         self._lock = threading.Lock()
         self._origin: tuple[int, str] = (0, "")
         from celeriac.builtins import register_builtins
@@ -296,6 +303,87 @@ class Celeriac:
             **self.conf.result_backend_transport_options,
         )
 
+    def connection_for_write(self, url: str | None = None, **options: Any) -> Connection:
+        """A new connection for publishing: ``url``, else ``broker_write_url``, else the broker.
+
+        The caller closes it (``with app.connection_for_write() as conn: ...``).
+        """
+        return self._connection(url or self.conf.broker_write_url, **options)
+
+    def connection_for_read(self, url: str | None = None, **options: Any) -> Connection:
+        """A new connection for consuming: ``url``, else ``broker_read_url``, else the broker."""
+        return self._connection(url or self.conf.broker_read_url, **options)
+
+    def connection(self, hostname: str | None = None, **options: Any) -> Connection:
+        """A new connection to ``hostname`` (a broker URL) or to the app's broker."""
+        return self._connection(hostname, **options)
+
+    broker_connection = connection
+
+    def _connection(self, url: str | None, **options: Any) -> Connection:
+        options.setdefault("transport_options", self.conf.broker_transport_options)
+        return Connection(url or self.broker_url, bindings=self._bindings, **options)
+
+    def _bindings(self, exchange: str, routing_key: str) -> list[str]:
+        return bound_queues(self.amqp.queues.values(), exchange, routing_key)
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """Connections lent over the app's transport, ``broker_pool_limit`` at a time."""
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self._pooled_connection, self.conf.broker_pool_limit
+                    )
+        return self._pool
+
+    def _pooled_connection(self, pool: ConnectionPool) -> Connection:
+        return Connection(
+            self.broker_url,
+            transport=self.transport,
+            bindings=self._bindings,
+            pool=pool,
+            transport_options=self.conf.broker_transport_options,
+        )
+
+    @property
+    def producer_pool(self) -> ProducerPool:
+        """Producers lent on the app's pooled connections."""
+        if self._producer_pool is None:
+            connections = self.pool
+            with self._lock:
+                if self._producer_pool is None:
+                    self._producer_pool = ProducerPool(
+                        connections,
+                        serializer=self.conf.task_serializer,
+                        compression=self.conf.task_compression,
+                    )
+        return self._producer_pool
+
+    @contextlib.contextmanager
+    def connection_or_acquire(
+        self, connection: Connection | None = None, pool: bool = True, **options: Any
+    ) -> Iterator[Connection]:
+        """Use ``connection`` if given, else borrow one from the pool (or open a new one)."""
+        if connection is not None:
+            yield connection
+            return
+        borrowed = self.pool.acquire(block=True) if pool else self.connection(**options)
+        try:
+            yield borrowed
+        finally:
+            borrowed.release()
+
+    @contextlib.contextmanager
+    def producer_or_acquire(self, producer: Producer | None = None) -> Iterator[Producer]:
+        """Use ``producer`` if given, else borrow one from ``producer_pool`` for the block."""
+        if producer is not None:
+            yield producer
+            return
+        with self.producer_pool.acquire(block=True) as borrowed:
+            yield borrowed
+
     def store_meta(self, meta: Meta) -> None:
         """Store a result-meta dict in the result backend."""
         self.backend.store(str(meta["task_id"]), meta)
@@ -313,6 +401,7 @@ class Celeriac:
         with self._lock:
             transport, backend = self._transport, self._backend
             self._transport = self._backend = None
+            self._pool = self._producer_pool = None
         if transport is not None:
             transport.close()
         if backend is not None:

@@ -298,15 +298,21 @@ def trace_task(
                 state=outcome.state,
             )
     except Exception as exc:
-        outcome = _internal_error(task, current, exc)
+        outcome = report_internal_error(task, current, exc)
     finally:
         task.pop_request()
     outcome.runtime = time.monotonic() - started
     return outcome
 
 
-def _internal_error(task: Task[Any, Any], request: Context, exc: BaseException) -> TraceOutcome:
-    """Report an error in celeriac's own handling of a task, not in the task itself."""
+def report_internal_error(
+    task: Task[Any, Any], request: Context, exc: BaseException
+) -> TraceOutcome:
+    """Report an error in celeriac's handling of a task, not in the task itself.
+
+    Logs it, sends ``task_internal_error`` and stores FAILURE with the error, so that a
+    client waiting on the result hears of it instead of waiting forever.
+    """
     einfo = ExceptionInfo.from_exception(exc)
     logger.critical("Internal error in task %s[%s]: %r", task.name, request.id, exc, exc_info=exc)
     signals.task_internal_error.send(

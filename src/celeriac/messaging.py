@@ -1,11 +1,12 @@
-"""A minimal message Producer on top of a Transport (services layer).
+"""The message Producer on top of a Transport (services layer).
 
 Seed 003's ``EventDispatcher.publish(..., producer)`` and seed 004's
 ``apply_async(producer=...)`` take a kombu-style producer of which "only the publish method
 will be called". :class:`Producer` is that object for celeriac's transports: it serializes
-the body, builds an :class:`~celeriac.protocol.envelope.Envelope` and hands it to the
-transport, broadcasting on the fanout exchanges (events, remote control) and queueing
-everything else under its routing key. It does no I/O of its own and holds no mutable
+the body (or sends bytes exactly as given), builds an
+:class:`~celeriac.protocol.envelope.Envelope` and hands it to the transport, broadcasting on
+the fanout exchanges (events, remote control) and queueing everything else in the queues its
+exchange and routing key are bound to. It does no I/O of its own and holds no mutable
 state, so one instance may be shared by threads when its transport may.
 """
 
@@ -16,11 +17,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from celeriac.exceptions import QueueNotFound
 from celeriac.protocol.envelope import Envelope
 from celeriac.serialization import compress, dumps
-from celeriac.transports.base import Transport, TransportError, clamp_priority
+from celeriac.transports.base import OutgoingMessage, Transport, TransportError, clamp_priority
 
-__all__ = ["DEFAULT_RETRY_POLICY", "Producer", "retry_over_time"]
+__all__ = ["DEFAULT_RETRY_POLICY", "Bindings", "Producer", "retry_over_time", "transport_of"]
 
 PERSISTENT_DELIVERY_MODE = 2
 
@@ -31,9 +33,26 @@ DEFAULT_RETRY_POLICY: Mapping[str, Any] = MappingProxyType(
 
 ErrorCallback = Callable[[TransportError, float], object]
 
+Bindings = Callable[[str, str], Sequence[str]]
+"""``(exchange, routing_key) -> queue names``: where a message for a named exchange lands."""
+
+
+def transport_of(handle: Any) -> Transport:
+    """The Transport behind a Connection, Channel or Producer, or the Transport itself.
+
+    Raises:
+        TypeError: ``handle`` is none of those.
+    """
+    if isinstance(handle, Transport):
+        return handle
+    transport = getattr(handle, "transport", None)
+    if isinstance(transport, Transport):
+        return transport
+    raise TypeError(f"not a broker connection, channel or producer: {handle!r}")
+
 
 def retry_over_time(
-    operation: Callable[[], None],
+    operation: Callable[[], object],
     retry_policy: Mapping[str, Any] | None = None,
     *,
     errback: ErrorCallback | None = None,
@@ -71,25 +90,62 @@ class Producer:
     """Publish messages through a Transport, with kombu's ``Producer.publish`` parameters.
 
     Args:
-        transport: where messages go.
+        transport: where messages go (or a Connection or Channel).
+        exchange: the exchange of messages published without one.
+        routing_key: the routing key of messages published without one.
         serializer: the default serializer name for bodies.
+        compression: the default compression of bodies.
         broadcast_exchanges: exchanges that fan out to every subscriber; a message for one
             of them is broadcast on the channel of that name instead of queued.
         on_publish_error: called as ``(exc, interval)`` before each retry of a failed publish.
+        bindings: the queues bound to a named exchange; without it (or for the default
+            exchange ``''``) the routing key names the queue.
+        connection: the Connection the producer belongs to, if any.
+        on_release: called with the producer by :meth:`release` (pools set it).
     """
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Any,
+        exchange: str | None = None,
+        routing_key: str | None = None,
         *,
-        serializer: str = "json",
+        serializer: str | None = None,
+        compression: str | None = None,
         broadcast_exchanges: Collection[str] = ("celeryev", "celery.pidbox"),
         on_publish_error: ErrorCallback | None = None,
+        bindings: Bindings | None = None,
+        connection: Any = None,
+        on_release: Callable[[Producer], object] | None = None,
     ) -> None:
-        self.transport = transport
-        self.serializer = serializer
+        self.transport = transport_of(transport)
+        self.exchange = exchange or ""
+        self.routing_key = routing_key
+        self.serializer = serializer or "json"
+        self.compression = compression
         self.broadcast_exchanges = frozenset(broadcast_exchanges)
         self.on_publish_error = on_publish_error
+        self.bindings = bindings
+        self.connection = connection if connection is not None else _connection_of(transport)
+        self.on_release = on_release
+
+    @property
+    def channel(self) -> Any:
+        """The default channel of the producer's connection (kombu's attribute)."""
+        return getattr(self.connection, "default_channel", None)
+
+    def release(self) -> None:
+        """Give the producer back to the pool it came from; nothing to do otherwise."""
+        if self.on_release is not None:
+            self.on_release(self)
+
+    close = release
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
     def publish(
         self,
@@ -117,24 +173,26 @@ class Producer:
         With ``content_type`` the body must already be bytes or text and is sent as it is;
         otherwise it is serialized with ``serializer`` (default: the producer's). A message
         for a broadcast exchange goes to every subscriber of that channel; any other goes
-        to the queue named by ``routing_key``, held until ``eta`` (a Unix time) if given.
+        to the queues bound to ``exchange`` under ``routing_key`` (for the default exchange,
+        the queue named ``routing_key``), held until ``eta`` (a Unix time) if given.
         ``expiration`` is in seconds. ``mandatory``, ``immediate`` and ``declare`` are
         accepted for kombu compatibility: transports create queues and channels on use.
         Extra keyword arguments (``correlation_id``, ``reply_to``, ...) become properties.
 
         Raises:
             TransportError: the transport failed (after the retries, with ``retry``).
-            ValueError: no routing key names the queue of a non-broadcast message.
+            QueueNotFound: no queue is bound to the exchange under the routing key.
             TypeError: ``content_type`` was given with a body that is not bytes or text.
         """
-        exchange_name = exchange or ""
+        exchange_name = self.exchange if exchange is None else exchange
+        routing_key = self.routing_key if routing_key is None else routing_key
         is_broadcast = exchange_name in self.broadcast_exchanges
-        if not is_broadcast and not routing_key:
-            raise ValueError("publishing to a queue needs its name as routing_key")
+        queues = () if is_broadcast else self._queues_for(exchange_name, routing_key or "")
         payload, content_type, content_encoding = self._encode(
             body, content_type, content_encoding, serializer or self.serializer
         )
         message_headers = dict(headers or {})
+        compression = compression or self.compression
         if compression:
             payload, message_headers["compression"] = compress(payload, compression)
         message_properties: dict[str, Any] = {
@@ -154,18 +212,33 @@ class Producer:
             properties=message_properties,
         )
 
+        level = clamp_priority(priority)
+
         def send() -> None:
             if is_broadcast:
                 self.transport.broadcast(exchange_name, envelope)
+            elif len(queues) == 1:
+                self.transport.publish(queues[0], envelope, priority=level, eta=eta)
             else:
-                self.transport.publish(
-                    routing_key or "", envelope, priority=clamp_priority(priority), eta=eta
+                self.transport.publish_many(
+                    [OutgoingMessage(queue, envelope, level, eta) for queue in queues]
                 )
 
         if retry:
             retry_over_time(send, retry_policy, errback=self.on_publish_error)
         else:
             send()
+
+    def _queues_for(self, exchange: str, routing_key: str) -> Sequence[str]:
+        if exchange and self.bindings is not None:
+            queues = self.bindings(exchange, routing_key)
+        else:
+            queues = [routing_key] if routing_key else []
+        if not queues:
+            raise QueueNotFound(
+                f"no queue is bound to exchange {exchange!r} with routing key {routing_key!r}"
+            )
+        return queues
 
     @staticmethod
     def _encode(
@@ -185,3 +258,10 @@ class Producer:
             f"a body sent with content_type={content_type!r} must be bytes or str, "
             f"not {type(body).__name__}"
         )
+
+
+def _connection_of(handle: Any) -> Any:
+    """The Connection a Channel or Connection handle belongs to, or None for a Transport."""
+    if isinstance(handle, Transport):
+        return None
+    return getattr(handle, "connection", handle)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
 from celeriac.current import get_current_task
-from celeriac.messaging import retry_over_time
+from celeriac.exceptions import QueueNotFound
+from celeriac.messaging import Producer, retry_over_time, transport_of
+from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.message import build_task_message
 from celeriac.result import AsyncResult
-from celeriac.routing import route_task
-from celeriac.transports.base import Transport, clamp_priority
+from celeriac.routing import Route
+from celeriac.transports.base import OutgoingMessage, clamp_priority
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -63,14 +65,43 @@ def _signature_list(value: Any) -> list[Any] | None:
     return [dict(item) for item in value]
 
 
-def _transport_for(app: Celeriac, producer: Any, connection: Any) -> Transport:
-    for candidate in (producer, connection):
-        if candidate is None:
-            continue
-        transport = getattr(candidate, "transport", candidate)
-        if isinstance(transport, Transport):
-            return transport
-    return app.transport
+def _publisher(
+    app: Celeriac,
+    route: Route,
+    envelope: Envelope,
+    eta: float | None,
+    producer: Any,
+    connection: Any,
+) -> Callable[[], None]:
+    """Return the call that puts the message on the broker, through whatever was handed in.
+
+    A celeriac Producer or Connection lends its transport; any other kombu-style producer
+    has its ``publish`` called with the encoded body, as Celery calls it.
+    """
+    if producer is not None and not isinstance(producer, Producer):
+        properties = {k: v for k, v in envelope.properties.items() if k != "delivery_info"}
+        return lambda: producer.publish(
+            envelope.body,
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            content_type=envelope.content_type,
+            content_encoding=envelope.content_encoding,
+            headers=envelope.headers,
+            **properties,
+        )
+    handle = producer if producer is not None else connection
+    transport = app.transport if handle is None else transport_of(handle)
+    if not route.queues:
+        raise QueueNotFound(
+            f"no queue is bound to exchange {route.exchange!r}"
+            f" with routing key {route.routing_key!r}"
+        )
+    priority = clamp_priority(envelope.properties.get("priority"))
+    if len(route.queues) == 1:
+        queue = route.queues[0]
+        return lambda: transport.publish(queue, envelope, priority=priority, eta=eta)
+    messages = [OutgoingMessage(queue, envelope, priority, eta) for queue in route.queues]
+    return lambda: transport.publish_many(messages)
 
 
 def send_task_message(
@@ -116,7 +147,7 @@ def send_task_message(
         if request.id is not None and not request.called_directly:
             parent_id = request.id
             root_id = root_id or request.root_id or request.id
-    route = route_task(conf, name, args, kwargs, options)
+    route = app.amqp.router.resolve(name, args, kwargs, options)
     eta_moment = _eta_of(countdown, eta, now)
     priority = options.get("priority")
     if priority is None:
@@ -162,6 +193,8 @@ def send_task_message(
     embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
     body = (args, kwargs, embed)
     policy = dict(conf.task_publish_retry_policy, **(retry_policy or {}))
+    eta_time = eta_moment.timestamp() if eta_moment is not None else None
+    publish = _publisher(app, route, envelope, eta_time, producer, connection)
     if signals.before_task_publish.has_listeners(name):
         signals.before_task_publish.send(
             sender=name,
@@ -173,13 +206,6 @@ def send_task_message(
             declare=[],
             retry_policy=policy,
         )
-    transport = _transport_for(app, producer, connection)
-    eta_time = eta_moment.timestamp() if eta_moment is not None else None
-    message_priority = clamp_priority(envelope.properties.get("priority"))
-
-    def publish() -> None:
-        transport.publish(route.queue, envelope, priority=message_priority, eta=eta_time)
-
     if conf.task_publish_retry if retry is None else retry:
         retry_over_time(publish, policy)
     else:
@@ -221,7 +247,11 @@ def _after_publish(
 
 
 def _send_task_sent_event(
-    app: Celeriac, headers: Mapping[str, Any], queue: str, exchange: str, routing_key: str
+    app: Celeriac,
+    headers: Mapping[str, Any],
+    queue: str | None,
+    exchange: str,
+    routing_key: str,
 ) -> None:
     with app.events.default_dispatcher() as dispatcher:
         dispatcher.send(

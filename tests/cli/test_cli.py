@@ -264,10 +264,13 @@ def test_unknown_broker_scheme_is_one_line_with_the_password_masked(run: RunCLI)
     completed = run("-A", "cliproj", "-b", "nosuch://user:s3cret@host/0", "call", "cliproj.add")
 
     assert completed.returncode == 1
-    assert completed.stderr.splitlines() == [
+    [line] = completed.stderr.splitlines()
+    assert line.startswith(
         "Error: no broker transport for scheme 'nosuch' in nosuch://user:****@host/0;"
-        " known schemes: memory, sqlite"
-    ]
+        " known schemes: memory, "
+    )
+    assert "sqlite" in line
+    assert "s3cret" not in line
     assert "s3cret" not in completed.stderr + completed.stdout
 
 

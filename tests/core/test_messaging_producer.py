@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from celeriac.exceptions import QueueNotFound
 from celeriac.messaging import Producer, retry_over_time
 from celeriac.protocol.envelope import Envelope
 from celeriac.serialization import decompress, loads
@@ -109,7 +110,7 @@ def test_compression_sets_header_and_compresses_body(transport: Transport) -> No
 
 
 def test_queue_publish_without_routing_key_is_refused(transport: Transport) -> None:
-    with pytest.raises(ValueError, match="routing_key"):
+    with pytest.raises(QueueNotFound, match="routing key ''"):
         Producer(transport).publish({"x": 1})
 
 

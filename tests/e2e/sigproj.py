@@ -93,7 +93,9 @@ def configure_workers(sender=None, conf=None, **kwargs):
 
 @celeryd_after_setup.connect
 def setup_direct_queue(sender, instance, **kwargs):
-    record("seed:celeryd_after_setup", sender, {"queue": f"{sender}.dq"})
+    queue_name = "{0}.dq".format(sender)  # sender is the nodename of the worker
+    instance.app.amqp.queues.select_add(queue_name)
+    record("seed:celeryd_after_setup", sender, {"queue": queue_name})
 
 
 # ---- tasks -----------------------------------------------------------------------

@@ -86,6 +86,8 @@ for call in (lambda: sigproj.boom.delay("x").get(timeout=10),
 from celeriac.protocol.envelope import Envelope
 garbage = Envelope(b"garbage", headers={"task": "sigproj.add", "id": "g"})
 sigproj.app.transport.publish("celery", garbage)
+with sigproj.app.producer_or_acquire() as producer:
+    producer.publish({"not": "a task"}, routing_key="celery")
 print(sigproj.add.delay(1, 2).get(timeout=10))
 """
 

@@ -11,8 +11,7 @@ import pytest
 
 from celeriac import Celeriac, states
 from celeriac.exceptions import TaskRevokedError
-from celeriac.protocol.envelope import Envelope
-from celeriac.transports.base import DEAD_LETTER_REASON_HEADER, dead_letter_queue
+from celeriac.transports.base import dead_letter_queue
 from tests.e2e.conftest import WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -96,38 +95,6 @@ def test_unknown_task_fails_and_is_dead_lettered(
     assert _wait_for(lambda: client.transport.queue_size(dead_letter_queue("celery")) == 1)
     assert client.send_task("sigproj.add", (1, 2)).get(timeout=10) == 3
     assert any(r["signal"] == "task_unknown" for r in worker.signals())
-
-
-@pytest.mark.parametrize(
-    ("body", "content_type", "headers", "reason"),
-    [
-        (b"not json at all", "application/json", {"task": "sigproj.add", "id": "bad-1"}, "Decode"),
-        (b"[[1, 2], {}]", "application/json", {"task": "sigproj.add", "id": "bad-2"}, "Invalid"),
-        (b'[[1], [2], {}]', "application/json", {"task": "sigproj.add", "id": "bad-3"}, "mapping"),
-        (b"\x80\x04K\x01.", "application/x-python-serialize", {"task": "sigproj.add", "id": "b4"},
-         "Disallowed"),
-        (b'[[], {}, {}]', "application/json", {"id": "bad-5"}, "Invalid"),
-    ],
-)  # fmt: skip
-def test_malformed_message_is_rejected_and_the_worker_goes_on(
-    start_worker: StartWorker,
-    client: Celeriac,
-    body: bytes,
-    content_type: str,
-    headers: dict[str, str],
-    reason: str,
-) -> None:
-    worker = start_worker()
-    envelope = Envelope(body=body, content_type=content_type, headers=dict(headers))
-
-    client.transport.publish("celery", envelope)
-
-    assert client.send_task("sigproj.add", (20, 22)).get(timeout=10) == 42
-    assert _wait_for(lambda: client.transport.queue_size(dead_letter_queue("celery")) == 1)
-    [dead] = client.transport.fetch([dead_letter_queue("celery")], 1, 1.0)
-    assert reason in dead.envelope.headers[DEAD_LETTER_REASON_HEADER]
-    assert any(r["signal"] == "task_rejected" for r in worker.signals())
-    assert worker.process.poll() is None
 
 
 def test_warm_shutdown_finishes_running_work_and_loses_nothing(

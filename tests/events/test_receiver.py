@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from celeriac.entity import topic_matches
 from celeriac.events import EventDispatcher, EventReceiver, LamportClock
-from celeriac.events.receiver import topic_matches
 from celeriac.messaging import Producer
 from celeriac.protocol.event import utcoffset
 from celeriac.serialization import loads

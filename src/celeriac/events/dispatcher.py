@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
 from celeriac.events.clock import LamportClock
-from celeriac.messaging import Producer
+from celeriac.messaging import Producer, transport_of
 from celeriac.protocol.event import EVENT_EXCHANGE, Event, group_from, routing_key_for, utcoffset
 from celeriac.transports.base import Transport, TransportError
 
@@ -76,11 +76,12 @@ class EventDispatcher:
     """Dispatches event messages.
 
     Args:
-        connection: the transport to send through; defaults to ``channel``, then
-            ``app.transport``.
+        connection: the broker connection to send through (a Connection such as
+            ``app.connection_for_write()``, or a Transport); defaults to ``channel``, then
+            the app's transport.
         hostname: who we are in the events; defaults to :func:`anon_nodename`.
         enabled: False makes :meth:`send` a no-op.
-        channel: a transport to use instead of ``connection``.
+        channel: a channel (or transport) to use instead of ``connection``.
         buffer_while_offline: keep events the transport failed to send (TransportError)
             for :meth:`flush`, which must be called once the broker is back, instead of
             raising.
@@ -104,10 +105,10 @@ class EventDispatcher:
 
     def __init__(
         self,
-        connection: Transport | None = None,
+        connection: Any = None,
         hostname: str | None = None,
         enabled: bool = True,
-        channel: Transport | None = None,
+        channel: Any = None,
         buffer_while_offline: bool = True,
         app: EventsApp | None = None,
         serializer: str | None = None,
@@ -117,12 +118,14 @@ class EventDispatcher:
         buffer_limit: int = 24,
         on_send_buffered: Callback | None = None,
     ) -> None:
-        transport = connection or channel or (app.transport if app is not None else None)
-        if transport is None:
+        handle = connection or channel or (app.transport if app is not None else None)
+        if handle is None:
             raise ValueError("EventDispatcher needs a connection, a channel or an app")
+        transport = transport_of(handle)
         self.app = app
-        self.connection: Transport = transport
+        self.connection: Any = connection if connection is not None else transport
         self.channel = channel
+        self.transport: Transport = transport
         self.hostname = hostname or anon_nodename()
         self.buffer_while_offline = buffer_while_offline
         self.serializer = serializer or (app.conf.event_serializer if app else "json")
@@ -146,7 +149,7 @@ class EventDispatcher:
 
     def enable(self) -> None:
         """Start sending: create the producer and call the ``on_enabled`` callbacks."""
-        self.producer = Producer(self.channel or self.connection, serializer=self.serializer)
+        self.producer = Producer(self.transport, serializer=self.serializer)
         self.enabled = True
         for callback in self.on_enabled:
             callback()

@@ -15,15 +15,17 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from celeriac.entity import topic_matches
 from celeriac.events.clock import LamportClock
 from celeriac.events.dispatcher import EventsApp
 from celeriac.exceptions import DecodeError, TimeoutError
+from celeriac.messaging import transport_of
 from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.event import EVENT_EXCHANGE, utcoffset
 from celeriac.serialization import decompress, loads
 from celeriac.transports.base import Transport
 
-__all__ = ["EventReceiver", "topic_matches"]
+__all__ = ["EventReceiver"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,31 +43,13 @@ class ControlBroadcaster(Protocol):
     def broadcast(self, command: str, *, connection: Transport | None = None) -> object: ...
 
 
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """Match a routing key to a binding pattern as an AMQP topic exchange does.
-
-    Words are separated by dots; ``*`` stands for exactly one word, ``#`` for zero or more.
-    """
-    return pattern == "#" or _words_match(pattern.split("."), routing_key.split("."))
-
-
-def _words_match(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_words_match(rest, words[start:]) for start in range(len(words) + 1))
-    if not words:
-        return False
-    return head in ("*", words[0]) and _words_match(rest, words[1:])
-
-
 class EventReceiver:
     """Capture events.
 
     Args:
-        channel: the transport to listen on; the receiver subscribes at once, so it sees
-            every event sent after it was built.
+        channel: the connection (``app.connection_for_read()``), channel or transport to
+            listen on; the receiver subscribes at once, so it sees every event sent after it
+            was built.
         handlers: event type -> callable taking the event dict; ``"*"`` catches the types
             without a handler of their own.
         routing_key: binding pattern (``#`` all, ``worker.#`` worker events only).
@@ -83,7 +67,7 @@ class EventReceiver:
 
     def __init__(
         self,
-        channel: Transport,
+        channel: Any,
         handlers: Mapping[str, Handler] | None = None,
         routing_key: str = "#",
         node_id: str | None = None,
@@ -103,7 +87,7 @@ class EventReceiver:
         self.accept = frozenset(accept) if accept is not None else frozenset({serializer, "json"})
         self.should_stop = False
         self._pending: deque[Envelope] = deque()
-        self._subscription = channel.subscribe(EVENT_EXCHANGE)
+        self._subscription = transport_of(channel).subscribe(EVENT_EXCHANGE)
 
     def process(self, type: str, event: EventBody) -> None:
         """Call the handler for ``type``, or the ``"*"`` handler, if there is one."""

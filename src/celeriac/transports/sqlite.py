@@ -270,7 +270,7 @@ class _Database:
             ) from exc
         try:
             with self.errors():
-                connection.execute("PRAGMA journal_mode=WAL")
+                self._enable_wal(connection)
                 connection.execute("PRAGMA synchronous=NORMAL")
         except TransportError:
             connection.close()
@@ -282,6 +282,23 @@ class _Database:
             self._create_schema()
             self._schema_ready = True
         return connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch the file to WAL mode, waiting out other processes doing the same.
+
+        SQLite reports "database is locked" at once, without its busy handler, when two
+        connections switch a new file to WAL together; the mode sticks to the file, so only
+        the first opening of a new file can meet this.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _create_schema(self) -> None:
         """Create the tables if missing; ``user_version`` records the schema they follow."""

@@ -150,6 +150,7 @@ class Consumer:
 
     def _receive(self, delivery: Delivery) -> None:
         """Check one delivery in the main process: only headers are read here."""
+        self.app.clock.forward()
         try:
             message = parse_task_message(delivery.envelope, accept=self.accept)
             if message.content_type not in self.accept:
@@ -201,6 +202,11 @@ class Consumer:
         signals.task_rejected.send(sender=self, message=delivery.envelope, exc=exc)
         if request is not None:
             self._send_task_event("task-rejected", request, requeue=False)
+
+    def dead_letter(self, request: Request, reason: str) -> None:
+        """Move a request's unacknowledged message to the dead-letter queue with ``reason``."""
+        self._quietly(self.transport.dead_letter, [request.tag], reason)
+        request.acknowledged = True
 
     def dead_letter_envelope(self, request: Request, reason: str) -> None:
         """Put an already-acknowledged message on the dead-letter queue with ``reason``."""

@@ -90,7 +90,7 @@ class WorkController:
         self.soft_time_limit = soft_time_limit or conf.task_soft_time_limit
         self.loglevel = loglevel
         app.import_default_modules()
-        self.queues = self._select_queues(queues, exclude_queues)
+        self._select_queues(queues, exclude_queues)
         self.state = WorkerState()
         self._shutdown = threading.Event()
         self._how = "Warm"
@@ -100,18 +100,21 @@ class WorkController:
         self.events: EventDispatcher | None = None
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
-    def _select_queues(
-        self, queues: Iterable[str] | None, exclude: Iterable[str] | None
-    ) -> list[str]:
-        conf = self.app.conf
+    def _select_queues(self, queues: Iterable[str] | None, exclude: Iterable[str] | None) -> None:
+        """Narrow ``app.amqp.queues`` to ``-Q`` and ``-X``; by default every declared queue."""
+        declared = self.app.amqp.queues
         if queues:
-            selected = list(queues)
-        elif conf.task_queues:
-            selected = [getattr(item, "name", item) for item in conf.task_queues]
-        else:
-            selected = [conf.task_default_queue]
-        excluded = set(exclude or ())
-        return [name for name in dict.fromkeys(selected) if name not in excluded]
+            declared.select(list(dict.fromkeys(queues)))
+        if exclude:
+            declared.deselect(exclude)
+
+    @property
+    def queues(self) -> list[str]:
+        """The names of the queues this worker consumes (``app.amqp.queues.consume_from``).
+
+        Read when the consumer starts, so queues added in ``celeryd_after_setup`` count.
+        """
+        return list(self.app.amqp.queues.consume_from)
 
     @property
     def prefetch_count(self) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from celeriac import signals, states
-from celeriac.exceptions import DecodeError, TaskRevokedError
+from celeriac import states
+from celeriac.exceptions import TaskRevokedError
 from celeriac.protocol.result_meta import build_meta
 from celeriac.worker.pools.base import JobOutcome
 from celeriac.worker.request import Request
@@ -78,16 +78,12 @@ class OutcomeHandler:
         consumer = self.consumer
         if outcome.info.get("undecodable"):
             reason = str(outcome.info.get("reason"))
-            error = DecodeError(reason)
+            logger.error("Dead-lettering message %s: %s", request.tag, reason)
             if request.acknowledged:
                 consumer.dead_letter_envelope(request, reason)
-                signals.task_rejected.send(
-                    sender=consumer, message=request.delivery.envelope, exc=error
-                )
-                logger.error("Rejecting message %s: %s", request.tag, reason)
             else:
-                consumer.reject_malformed(request.delivery, error, request=request)
-                request.acknowledged = True
+                consumer.dead_letter(request, reason)
+            consumer._send_task_event("task-rejected", request, requeue=False)
             return
         if not request.acknowledged:
             consumer.transport.reject([request.tag], requeue=outcome.requeue)

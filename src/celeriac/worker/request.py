@@ -16,7 +16,7 @@ from celeriac import states
 from celeriac.context import Context
 from celeriac.current import get_current_app
 from celeriac.exceptions import DecodeError, InvalidTaskError, NotRegistered
-from celeriac.execution import trace_task
+from celeriac.execution import report_internal_error, trace_task
 from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.message import TaskMessage
 from celeriac.transports.base import Delivery
@@ -131,8 +131,8 @@ class Request:
 
 def build_context(
     message: TaskMessage,
-    args: list[Any],
-    kwargs: dict[str, Any],
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
     embed: dict[str, Any],
     payload: JobPayload,
 ) -> Context:
@@ -177,19 +177,24 @@ def build_context(
 
 
 def execute_job(job: Job) -> JobOutcome:
-    """Decode the message body and run its task here; the pool's target in every pool."""
+    """Decode the message body and run its task here; the pool's target in every pool.
+
+    A body that cannot be run (not ``[args, kwargs, embed]``, kwargs not a mapping, not
+    decodable) is an internal error of a known task: ``task_internal_error`` is sent and
+    FAILURE stored here, and the worker dead-letters the message with the reason.
+    """
     app = get_current_app()
     payload: JobPayload = job.payload
     message = payload.message
     try:
-        args, kwargs, embed = message.decode_body(app.conf.accept_content)
         task = app.tasks[message.name]
-    except (DecodeError, InvalidTaskError, NotRegistered) as exc:
-        return JobOutcome(
-            job.task_id,
-            states.REJECTED,
-            info={"reason": f"{type(exc).__name__}: {exc}", "undecodable": True},
-        )
+    except NotRegistered as exc:
+        return _undecodable(job, exc)
+    try:
+        args, kwargs, embed = message.decode_body(app.conf.accept_content)
+    except (DecodeError, InvalidTaskError) as exc:
+        report_internal_error(task, build_context(message, None, None, {}, payload), exc)
+        return _undecodable(job, exc)
     context = build_context(message, args, kwargs, embed, payload)
     outcome = trace_task(task, context, hostname=payload.hostname)
     info: dict[str, Any] = {"pid": os.getpid()}
@@ -203,6 +208,14 @@ def execute_job(job: Job) -> JobOutcome:
         info["traceback"] = outcome.einfo.traceback
     return JobOutcome(
         job.task_id, outcome.state, runtime=outcome.runtime, requeue=outcome.requeue, info=info
+    )
+
+
+def _undecodable(job: Job, exc: Exception) -> JobOutcome:
+    return JobOutcome(
+        job.task_id,
+        states.REJECTED,
+        info={"reason": f"{type(exc).__name__}: {exc}", "undecodable": True},
     )
 
 
