@@ -1,7 +1,8 @@
 """The ResultBackend contract, run against every backend.
 
-Each entry of ``BACKEND_URLS`` turns a test's temporary directory into a backend URL; a
-backend that needs a server adds a function here that skips when the server is absent.
+Each entry of ``BACKEND_URLS`` turns a test's temporary directory into a backend URL for
+the test's duration (a context manager, so it can clean up); a backend that needs a server
+adds one here that skips when the server is absent.
 """
 
 from __future__ import annotations
@@ -13,45 +14,83 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import redis
 
 from celeriac import states
 from celeriac.backends import from_url
 from celeriac.backends.base import Meta, ResultBackend
 from celeriac.backends.memory import MemoryBackend
 from celeriac.exceptions import ContentDisallowed, ImproperlyConfigured, TimeoutError
+from tests.servers import require
 
 
-def memory_url(tmp_path: Path) -> str:
-    return "memory://"
+@contextmanager
+def memory_url(tmp_path: Path) -> Iterator[str]:
+    yield "memory://"
 
 
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'results.db'}"
+@contextmanager
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    yield f"sqlite:///{tmp_path / 'results.db'}"
 
 
-BACKEND_URLS: list[Callable[[Path], str]] = [memory_url, sqlite_url]
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+@contextmanager
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """The Redis server, with a key prefix of the test's own; its keys are deleted after."""
+    server_url = require("redis")
+    prefix = f"celeriac-test-{uuid.uuid4().hex}"
+    yield _with_query(server_url, f"global_keyprefix={prefix}")
+    with redis.Redis.from_url(server_url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@contextmanager
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """The PostgreSQL server, in a schema of the test's own, dropped after."""
+    server_url = require("postgres")
+    schema = f"celeriac_test_{uuid.uuid4().hex}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    yield _with_query(server_url, f"options=-csearch_path%3D{schema}")
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+BACKEND_URLS: list[Callable[[Path], AbstractContextManager[str]]] = [
+    memory_url,
+    sqlite_url,
+    redis_url,
+    postgres_url,
+]
 
 OpenBackend = Callable[..., ResultBackend]
 
 
 @pytest.fixture(params=BACKEND_URLS, ids=lambda make_url: make_url.__name__.removesuffix("_url"))
 def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenBackend]:
-    url = request.param(tmp_path)
     opened: list[ResultBackend] = []
+    with request.param(tmp_path) as url:
 
-    def open_(**options: Any) -> ResultBackend:
-        backend = from_url(url, **options)
-        opened.append(backend)
-        return backend
+        def open_(**options: Any) -> ResultBackend:
+            backend = from_url(url, **options)
+            opened.append(backend)
+            return backend
 
-    yield open_
-    for backend in opened:
-        backend.close()
+        yield open_
+        for backend in opened:
+            backend.close()
 
 
 @pytest.fixture
@@ -209,7 +248,10 @@ def test_cleanup_deletes_expired_results_and_counts_them(open_backend: OpenBacke
 
     deleted = backend.cleanup()
 
-    assert deleted == 2
+    # Redis expires keys itself (the TTL), so its cleanup finds nothing left to delete.
+    assert deleted == (0 if backend.url.startswith("redis") else 2)
+    assert backend.get("old-1") is None
+    assert backend.get("old-2") is None
     assert backend.cleanup() == 0
     assert backend.get("fresh") == success_meta("fresh")
 

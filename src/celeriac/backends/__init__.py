@@ -35,11 +35,31 @@ def _sqlite() -> BackendFactory:
     return SQLiteBackend
 
 
+def _redis() -> BackendFactory:
+    from celeriac.backends.redis import RedisBackend
+
+    return RedisBackend
+
+
+def _postgres() -> BackendFactory:
+    from celeriac.backends.postgres import PostgresBackend
+
+    return PostgresBackend
+
+
 SCHEMES: dict[str, Callable[[], BackendFactory]] = {
     "memory": _memory,
     "cache+memory": _memory,
     "sqlite": _sqlite,
     "db+sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+socket": _redis,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+    "db+postgresql": _postgres,
+    "db+postgresql+psycopg": _postgres,
+    "db+postgresql+psycopg2": _postgres,
 }
 
 

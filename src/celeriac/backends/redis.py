@@ -1,0 +1,315 @@
+"""The Redis result backend (edge layer): ``redis://``, ``rediss://`` and ``redis+socket://``.
+
+Results are stored as Celery's Redis backend stores them (wire protocol §7.1), so a Celery
+client reads what a celeriac worker writes and the other way round: the key is
+``celery-task-meta-<task_id>`` (after ``global_keyprefix``, to which ``_`` is added unless
+it already ends in one of ``:_-.``), the value is the result-meta dict encoded with the
+result serializer and no envelope, ``result_expires`` is the key's TTL, and every stored
+state is PUBLISHed on a channel named like the key, which is what Celery's ``.get()``
+listens to. The serializer is not recorded with the value, so a reader decodes with its
+own serializer, as Celery does.
+
+A stored SUCCESS is never overwritten: ``store`` reads the key under WATCH and writes in
+MULTI/EXEC, retrying when another writer got in between. WATCH, not a Lua script, because
+the check has to decode the stored value and Lua cannot read pickle or YAML.
+
+``redis+socket:///path/to/redis.sock?virtual_host=1`` names a Unix socket and database,
+as in Celery. ``global_keyprefix`` may also be given in the URL's query string, a
+celeriac extension that lets one URL carry a private key space.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+import redis.client
+
+from celeriac import serialization
+from celeriac.backends import accepted_content_types
+from celeriac.backends.base import BackendError, Meta
+from celeriac.exceptions import DecodeError, ImproperlyConfigured, TimeoutError
+from celeriac.states import READY_STATES, SUCCESS
+from celeriac.transports import redact_url
+
+TASK_KEY_PREFIX = "celery-task-meta-"
+
+# Characters after which Celery adds no "_" between global_keyprefix and its own prefixes.
+_PREFIX_SEPARATORS = ":_-."
+
+# Keys per MGET: bounds the size of one command and of one reply.
+_KEYS_PER_MGET = 1000
+
+# A waiter with neither a timeout nor an interval still reads its key again this often.
+_LONGEST_WAIT = 60.0
+
+# Connection options taken from result_backend_transport_options; others are ignored, as
+# Celery ignores transport options a backend has no use for.
+_CONNECTION_OPTIONS = frozenset(
+    {
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_keepalive_options",
+        "retry_on_timeout",
+        "max_connections",
+        "health_check_interval",
+        "client_name",
+        "username",
+        "password",
+    }
+)
+_TLS_OPTIONS = frozenset(
+    {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+)
+
+
+class RedisBackend:
+    """Store results in Redis where Celery's Redis backend keeps them.
+
+    Thread-safe and fork-safe through redis-py's connection pool (a child process opens
+    its own connections). ``wait`` subscribes to the key's channel on a connection of its
+    own, so it returns as soon as any writer, Celery or celeriac, stores a ready state.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        serializer: str = "json",
+        accept: Collection[str] | None = None,
+        expires: float | None = 86400.0,
+        global_keyprefix: str | None = None,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.serializer = serializer
+        self.accept = accepted_content_types(serializer, accept)
+        self.expires = expires or None
+        self._codec = serialization.get_codec(serializer)
+        client_url, url_keyprefix = _client_url(url)
+        self.key_prefix = task_key_prefix(global_keyprefix or url_keyprefix)
+        connection_options = _connection_options(client_url, options)
+        try:
+            pool = redis.ConnectionPool.from_url(client_url, **connection_options)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"bad Redis result backend URL {redact_url(url)!r}: {exc}"
+            ) from exc
+        self._client = redis.Redis(connection_pool=pool)
+
+    def key_for(self, task_id: str) -> str:
+        """Return the key (and pub/sub channel) of the task's result."""
+        return f"{self.key_prefix}{task_id}"
+
+    def store(self, task_id: str, meta: Meta) -> None:
+        """Store ``meta`` and publish it, unless SUCCESS is already stored."""
+        _, _, body = serialization.dumps(meta, serializer=self.serializer)
+        key = self.key_for(task_id)
+        expires_ms = None if self.expires is None else max(1, round(self.expires * 1000))
+        with self._errors_as_backend_error(), self._client.pipeline() as pipeline:
+            while True:
+                try:
+                    pipeline.watch(key)  # type: ignore[no-untyped-call]
+                    if self._holds_success(_as_bytes(pipeline.get(key))):
+                        return
+                    pipeline.multi()
+                    pipeline.set(key, body, px=expires_ms)
+                    pipeline.publish(key, body)
+                    pipeline.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def get(self, task_id: str) -> Meta | None:
+        """Return the stored meta, or None if nothing is stored (PENDING) or it expired."""
+        with self._errors_as_backend_error():
+            body = _as_bytes(self._client.get(self.key_for(task_id)))
+        return None if body is None else self._decode(body)
+
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, Meta]:
+        """Return the stored meta of each id that has one, with one MGET per 1000 ids."""
+        unique_ids = list(dict.fromkeys(task_ids))
+        found: dict[str, Meta] = {}
+        for start in range(0, len(unique_ids), _KEYS_PER_MGET):
+            chunk = unique_ids[start : start + _KEYS_PER_MGET]
+            with self._errors_as_backend_error():
+                bodies = self._client.mget([self.key_for(task_id) for task_id in chunk])
+            for task_id, body in zip(chunk, map(_as_bytes, bodies), strict=True):
+                if body is not None:
+                    found[task_id] = self._decode(body)
+        return found
+
+    def wait(self, task_id: str, timeout: float | None, interval: float) -> Meta:
+        """Block until a ready state is stored; a PUBLISH on the key's channel wakes us.
+
+        The channel is subscribed before the key is read, so no store is missed. The key
+        is also read every ``interval`` seconds, for writers that do not publish, and again
+        after the subscription is re-made when its connection drops.
+
+        Raises:
+            TimeoutError: no ready state was stored within ``timeout`` seconds.
+            BackendError: Redis cannot be reached.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        meta = self.get(task_id)
+        if meta is not None and meta["status"] in READY_STATES:
+            return meta
+        key = self.key_for(task_id)
+        while True:
+            try:
+                return self._wait_subscribed(key, deadline, interval)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # The subscription connection dropped: subscribe again and re-read the
+                # key, which covers any store published while we were not listening.
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError("The operation timed out.") from None
+
+    def forget(self, task_id: str) -> None:
+        """Delete what is stored for the task."""
+        with self._errors_as_backend_error():
+            self._client.delete(self.key_for(task_id))
+
+    def cleanup(self) -> int:
+        """Return 0: Redis deletes each result itself when its TTL runs out."""
+        return 0
+
+    def close(self) -> None:
+        """Close the pool's connections; a later call opens new ones."""
+        self._client.connection_pool.disconnect()
+
+    def _wait_subscribed(self, key: str, deadline: float | None, interval: float) -> Meta:
+        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            with self._errors_as_backend_error():
+                _subscribe(pubsub, key)
+            while True:
+                with self._errors_as_backend_error():
+                    body = _as_bytes(self._client.get(key))
+                meta = self._ready_meta(body)
+                if meta is not None:
+                    return meta
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("The operation timed out.")
+                meta = self._next_ready_message(pubsub, _next_wait(remaining, interval))
+                if meta is not None:
+                    return meta
+        finally:
+            pubsub.close()
+
+    def _next_ready_message(self, pubsub: redis.client.PubSub, wait: float) -> Meta | None:
+        """Return a published ready meta within ``wait`` seconds, or None to re-read the key."""
+        wait_until = time.monotonic() + wait
+        while (remaining := wait_until - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == "message":
+                meta = self._ready_meta(message["data"])
+                if meta is not None:
+                    return meta
+        return None
+
+    def _ready_meta(self, body: bytes | None) -> Meta | None:
+        if body is None:
+            return None
+        meta = self._decode(body)
+        return meta if meta.get("status") in READY_STATES else None
+
+    def _holds_success(self, body: bytes | None) -> bool:
+        return body is not None and self._status(body) == SUCCESS
+
+    def _status(self, body: bytes) -> str | None:
+        """Return the stored meta's status, or None when this backend cannot decode it."""
+        try:
+            meta = self._decode(body)
+        except DecodeError:
+            return None
+        status = meta.get("status")
+        return status if isinstance(status, str) else None
+
+    def _decode(self, body: bytes) -> Meta:
+        meta = serialization.loads(
+            body, self._codec.content_type, self._codec.content_encoding, accept=self.accept
+        )
+        if not isinstance(meta, dict):
+            raise DecodeError(f"stored result is not a result-meta dict: {meta!r:.100}")
+        return meta
+
+    @contextmanager
+    def _errors_as_backend_error(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise BackendError(f"Redis result store {redact_url(self.url)}: {exc}") from exc
+
+
+def task_key_prefix(global_keyprefix: str | None) -> str:
+    """Return the prefix of task result keys, after ``global_keyprefix`` as Celery joins it."""
+    if not global_keyprefix:
+        return TASK_KEY_PREFIX
+    if global_keyprefix[-1] not in _PREFIX_SEPARATORS:
+        global_keyprefix += "_"
+    return f"{global_keyprefix}{TASK_KEY_PREFIX}"
+
+
+def _client_url(url: str) -> tuple[str, str | None]:
+    """Return the URL redis-py understands, and the ``global_keyprefix`` of its query string."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    keyprefix = next((value for name, value in query if name == "global_keyprefix"), None)
+    query = [(name, value) for name, value in query if name != "global_keyprefix"]
+    scheme = parts.scheme.lower()
+    if scheme == "redis+socket":
+        if not parts.path:
+            raise ImproperlyConfigured(
+                f"Redis result backend URL {redact_url(url)!r} names no socket: "
+                "use redis+socket:///path/to/redis.sock"
+            )
+        query = [("db" if name == "virtual_host" else name, value) for name, value in query]
+        # urlunsplit would drop the "//" of a URL without a host, which redis-py needs.
+        return f"unix://{parts.path}?{urlencode(query)}", keyprefix
+    if scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured(f"not a Redis URL: {redact_url(url)!r}")
+    return urlunsplit(parts._replace(query=urlencode(query))), keyprefix
+
+
+def _connection_options(client_url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Pick redis-py connection options; TLS options need a ``rediss://`` URL."""
+    chosen = {name: value for name, value in options.items() if name in _CONNECTION_OPTIONS}
+    tls = {name: value for name, value in options.items() if name in _TLS_OPTIONS}
+    if tls and not client_url.startswith("rediss:"):
+        raise ImproperlyConfigured(
+            f"TLS options {sorted(tls)} need a rediss:// result backend URL, "
+            f"not {redact_url(client_url)!r}"
+        )
+    requirement = tls.get("ssl_cert_reqs")
+    if isinstance(requirement, str):
+        # Celery's settings spell it CERT_REQUIRED; redis-py wants "required".
+        tls["ssl_cert_reqs"] = requirement.lower().removeprefix("cert_")
+    return chosen | tls
+
+
+def _subscribe(pubsub: redis.client.PubSub, channel: str) -> None:
+    """Subscribe and wait for the server's confirmation, so later stores reach us."""
+    pubsub.subscribe(channel)
+    give_up_at = time.monotonic() + _LONGEST_WAIT
+    while (remaining := give_up_at - time.monotonic()) > 0:
+        message = pubsub.get_message(timeout=remaining)
+        if message is not None and message["type"] == "subscribe":
+            return
+    raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {channel} from Redis")
+
+
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    """Narrow a reply: the pool never decodes responses, so values are bytes or None."""
+    return value.encode() if isinstance(value, str) else value
+
+
+def _next_wait(remaining: float | None, interval: float) -> float:
+    if interval <= 0:
+        return remaining if remaining is not None else _LONGEST_WAIT
+    return interval if remaining is None else min(remaining, interval)

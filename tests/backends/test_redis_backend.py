@@ -1,0 +1,314 @@
+"""The Redis result backend against a real server: Celery's keys and JSON, TTLs, pub/sub."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celeriac.backends import from_url
+from celeriac.backends.base import BackendError, Meta
+from celeriac.backends.redis import RedisBackend, task_key_prefix
+from celeriac.exceptions import ImproperlyConfigured
+from celeriac.protocol.result_meta import build_meta
+from tests.servers import require
+
+# A result a Celery 5.7 worker stored (celery-wire-captures.txt), byte for byte.
+CELERY_SUCCESS_JSON = (
+    '{"status": "SUCCESS", "result": 5, "traceback": null, "children": [], '
+    '"date_done": "2026-11-21T19:01:45.865316+00:00", "name": "tasks.add", "args": [2, 3], '
+    '"kwargs": {}, "worker": "w1@vm", "retries": 0, "queue": "celery", '
+    '"task_id": "4c0aa0f9-b647-48bf-8a93-da31b2f0b56a"}'
+)
+CELERY_TASK_ID = "4c0aa0f9-b647-48bf-8a93-da31b2f0b56a"
+
+WAITER = """
+import json, sys, time
+from celeriac.backends.redis import RedisBackend
+
+backend = RedisBackend(sys.argv[1], global_keyprefix=sys.argv[2])
+print("waiting", flush=True)
+meta = backend.wait(sys.argv[3], timeout=10.0, interval=30.0)
+print(json.dumps({"woken_at": time.time(), "meta": meta}), flush=True)
+"""
+
+
+@pytest.fixture
+def server_url() -> str:
+    return require("redis")
+
+
+@pytest.fixture
+def prefix(server_url: str) -> Iterator[str]:
+    prefix = f"celeriac-test-{uuid.uuid4().hex}"
+    yield prefix
+    with redis.Redis.from_url(server_url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(server_url) as client:
+        yield client
+
+
+@pytest.fixture
+def backend(server_url: str, prefix: str) -> Iterator[RedisBackend]:
+    backend = RedisBackend(server_url, global_keyprefix=prefix)
+    yield backend
+    backend.close()
+
+
+def success_meta(task_id: str, result: object = 5) -> Meta:
+    return build_meta(task_id, "SUCCESS", result, date_done="2026-11-21T19:01:45.865316+00:00")
+
+
+def test_result_is_stored_under_celerys_key_as_celerys_json(
+    backend: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    meta = build_meta(
+        CELERY_TASK_ID,
+        "SUCCESS",
+        5,
+        date_done="2026-11-21T19:01:45.865316+00:00",
+        extended={
+            "name": "tasks.add",
+            "args": [2, 3],
+            "kwargs": {},
+            "worker": "w1@vm",
+            "retries": 0,
+            "queue": "celery",
+        },
+    )
+
+    backend.store(CELERY_TASK_ID, meta)
+
+    stored = client.get(f"{prefix}_celery-task-meta-{CELERY_TASK_ID}")
+    assert stored == CELERY_SUCCESS_JSON.encode()
+
+
+def test_result_celery_stored_is_read(
+    backend: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    client.set(f"{prefix}_celery-task-meta-{CELERY_TASK_ID}", CELERY_SUCCESS_JSON, ex=60)
+
+    assert backend.get(CELERY_TASK_ID) == json.loads(CELERY_SUCCESS_JSON)
+
+
+@pytest.mark.parametrize(
+    ("global_keyprefix", "key_prefix"),
+    [
+        (None, "celery-task-meta-"),
+        ("", "celery-task-meta-"),
+        ("app", "app_celery-task-meta-"),
+        ("app:", "app:celery-task-meta-"),
+        ("app-", "app-celery-task-meta-"),
+    ],
+)
+def test_global_keyprefix_is_joined_as_celery_joins_it(
+    global_keyprefix: str | None, key_prefix: str
+) -> None:
+    assert task_key_prefix(global_keyprefix) == key_prefix
+
+
+def test_global_keyprefix_may_come_from_the_url_query(
+    server_url: str, prefix: str, client: redis.Redis
+) -> None:
+    backend = from_url(f"{server_url}?global_keyprefix={prefix}:")
+    try:
+        backend.store("task-1", success_meta("task-1"))
+    finally:
+        backend.close()
+
+    assert client.exists(f"{prefix}:celery-task-meta-task-1") == 1
+
+
+def test_key_ttl_is_result_expires(server_url: str, prefix: str, client: redis.Redis) -> None:
+    backend = RedisBackend(server_url, global_keyprefix=prefix, expires=3600)
+    try:
+        backend.store("task-1", success_meta("task-1"))
+    finally:
+        backend.close()
+
+    assert 3_590_000 < client.pttl(backend.key_for("task-1")) <= 3_600_000
+
+
+@pytest.mark.parametrize("expires", [None, 0])
+def test_key_without_expiry_has_no_ttl(
+    server_url: str, prefix: str, client: redis.Redis, expires: float | None
+) -> None:
+    backend = RedisBackend(server_url, global_keyprefix=prefix, expires=expires)
+    try:
+        backend.store("task-1", success_meta("task-1"))
+    finally:
+        backend.close()
+
+    assert client.ttl(backend.key_for("task-1")) == -1
+
+
+def test_every_stored_state_is_published_on_the_keys_channel(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    key = backend.key_for("task-1")
+    with client.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+        pubsub.subscribe(key)
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        started = build_meta("task-1", "STARTED", {"pid": 1, "hostname": "w@h"})
+
+        backend.store("task-1", started)
+        backend.store("task-1", success_meta("task-1"))
+
+        published = [pubsub.get_message(timeout=5) for _ in range(2)]
+    assert [json.loads(message["data"]) for message in published if message] == [
+        started,
+        success_meta("task-1"),
+    ]
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_concurrent_writers_never_overwrite_the_first_success(
+    server_url: str, prefix: str, client: redis.Redis, serializer: str
+) -> None:
+    task_ids = [f"shared-{index}" for index in range(5)]
+    writers = [
+        RedisBackend(server_url, global_keyprefix=prefix, serializer=serializer) for _ in range(6)
+    ]
+    channels = {writers[0].key_for(task_id): task_id for task_id in task_ids}
+    published: dict[str, list[str]] = {task_id: [] for task_id in task_ids}
+
+    def write(writer: RedisBackend, name: str) -> None:
+        for round_ in range(20):
+            for task_id in task_ids:
+                writer.store(task_id, build_meta(task_id, "STARTED", name))
+                writer.store(task_id, success_meta(task_id, f"{name}-{round_}"))
+
+    with client.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+        pubsub.subscribe(*channels)
+        for _ in channels:
+            pubsub.get_message(timeout=5)
+        threads = [
+            threading.Thread(target=write, args=(writer, f"writer-{index}"))
+            for index, writer in enumerate(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        while (message := pubsub.get_message(timeout=0.5)) is not None:
+            if message["type"] == "message":
+                status = writers[0]._decode(message["data"])["status"]
+                published[channels[message["channel"].decode()]].append(status)
+    for writer in writers:
+        writer.close()
+
+    for task_id, statuses in published.items():
+        assert statuses.count("SUCCESS") == 1, task_id
+        assert statuses[-1] == "SUCCESS", task_id
+
+
+def test_waiter_in_another_process_is_woken_promptly_by_a_store(
+    backend: RedisBackend, server_url: str, prefix: str
+) -> None:
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITER, server_url, prefix, "task-1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline() == "waiting\n"
+        time.sleep(0.5)
+
+        stored_at = time.time()
+        backend.store("task-1", success_meta("task-1"))
+
+        woken = json.loads(waiter.stdout.readline())
+    finally:
+        if waiter.poll() is None:
+            os.kill(waiter.pid, signal.SIGKILL)
+        waiter.communicate(timeout=10)
+    assert woken["meta"] == success_meta("task-1")
+    assert woken["woken_at"] - stored_at < 0.1
+
+
+def test_wait_subscribes_again_when_its_connection_is_killed(
+    server_url: str, prefix: str, client: redis.Redis
+) -> None:
+    name = f"waiter-{uuid.uuid4().hex[:12]}"
+    waiter = RedisBackend(server_url, global_keyprefix=prefix, client_name=name)
+    writer = RedisBackend(server_url, global_keyprefix=prefix)
+
+    def kill_subscription_then_store() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            subscribed = [
+                entry["id"]
+                for entry in client.client_list()
+                if entry["name"] == name and "P" in entry["flags"]
+            ]
+            if subscribed:
+                client.client_kill_filter(_id=subscribed[0])
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+        writer.store("task-1", success_meta("task-1"))
+
+    thread = threading.Thread(target=kill_subscription_then_store)
+    thread.start()
+    try:
+        started = time.monotonic()
+        meta = waiter.wait("task-1", timeout=10.0, interval=30.0)
+        waited = time.monotonic() - started
+    finally:
+        thread.join(timeout=10)
+        waiter.close()
+        writer.close()
+
+    assert meta == success_meta("task-1")
+    assert waited < 2.0
+
+
+def test_cleanup_leaves_expiry_to_redis(backend: RedisBackend) -> None:
+    backend.store("task-1", success_meta("task-1"))
+
+    assert backend.cleanup() == 0
+    assert backend.get("task-1") == success_meta("task-1")
+
+
+def test_unreachable_server_raises_backend_error_without_the_password() -> None:
+    backend = from_url("redis://:s3cret@127.0.0.1:1/0", socket_connect_timeout=2)
+
+    with pytest.raises(BackendError, match=r"redis://:\*\*\*\*@127\.0\.0\.1:1/0") as raised:
+        backend.get("task-1")
+
+    assert "s3cret" not in str(raised.value)
+
+
+def test_unix_socket_url_names_the_socket_in_errors(tmp_path: object) -> None:
+    backend = from_url("redis+socket:///nonexistent/redis.sock?virtual_host=2")
+
+    with pytest.raises(BackendError, match=r"redis\.sock"):
+        backend.store("task-1", success_meta("task-1"))
+
+
+@pytest.mark.parametrize("url", ["redis+socket://", "redis+socket://host"])
+def test_unix_socket_url_without_a_path_is_refused(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="names no socket"):
+        from_url(url)
+
+
+def test_tls_options_on_a_plain_url_are_refused(server_url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"rediss://"):
+        from_url(server_url, ssl_cert_reqs="CERT_REQUIRED")
