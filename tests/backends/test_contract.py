@@ -10,6 +10,11 @@ from __future__ import annotations
 import builtins
 import datetime
 import decimal
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -397,3 +402,41 @@ def test_sqlite_url_with_three_slashes_is_relative_to_the_working_directory(
         backend.close()
 
     assert (tmp_path / "relative.db").is_file()
+
+
+WAITER = """
+import json, sys, time
+from celeriac.backends import from_url
+
+backend = from_url(sys.argv[1])
+print("waiting", flush=True)
+meta = backend.wait(sys.argv[2], timeout=10.0, interval=30.0)
+print(json.dumps({"woken_at": time.time(), "meta": meta}), flush=True)
+"""
+
+
+def test_waiter_in_another_process_is_woken_promptly_by_a_store(backend: ResultBackend) -> None:
+    if backend.url.startswith("memory"):
+        pytest.skip("the memory backend lives in one process")
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITER, backend.url, "task-1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline() == "waiting\n"
+        time.sleep(0.5)
+
+        stored_at = time.time()
+        backend.store("task-1", success_meta("task-1"))
+
+        woken = json.loads(waiter.stdout.readline())
+    finally:
+        if waiter.poll() is None:
+            os.kill(waiter.pid, signal.SIGKILL)
+        waiter.communicate(timeout=10)
+    assert woken["meta"] == success_meta("task-1")
+    # Well under the 30 s poll interval: the store itself wakes the waiter.
+    assert woken["woken_at"] - stored_at < 0.1

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import pickle
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -51,16 +47,6 @@ CREATE TABLE {schema}.celery_taskmeta (
     date_done TIMESTAMP WITHOUT TIME ZONE, traceback TEXT,
     PRIMARY KEY (id), UNIQUE (task_id)
 )
-"""
-
-WAITER = """
-import json, sys, time
-from celeriac.backends.postgres import PostgresBackend
-
-backend = PostgresBackend(sys.argv[1], database_table_schemas={"task": sys.argv[2]})
-print("waiting", flush=True)
-meta = backend.wait(sys.argv[3], timeout=10.0, interval=30.0)
-print(json.dumps({"woken_at": time.time(), "meta": meta}), flush=True)
 """
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -295,33 +281,6 @@ def test_concurrent_writers_never_overwrite_the_first_success(
 
     assert sorted(notified) == task_ids
     assert {backend.get(task_id)["status"] for task_id in task_ids} == {"SUCCESS"}  # type: ignore[index]
-
-
-def test_waiter_in_another_process_is_woken_promptly_by_a_store(
-    backend: PostgresBackend, server_url: str, schema: str
-) -> None:
-    backend.store("setup", success_meta("setup"))
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", WAITER, server_url, schema, "task-1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert waiter.stdout is not None
-        assert waiter.stdout.readline() == "waiting\n"
-        time.sleep(0.5)
-
-        stored_at = time.time()
-        backend.store("task-1", success_meta("task-1"))
-
-        woken = json.loads(waiter.stdout.readline())
-    finally:
-        if waiter.poll() is None:
-            os.kill(waiter.pid, signal.SIGKILL)
-        waiter.communicate(timeout=10)
-    assert woken["meta"] == success_meta("task-1")
-    assert woken["woken_at"] - stored_at < 0.1
 
 
 def test_wait_listens_again_when_its_connection_is_terminated(

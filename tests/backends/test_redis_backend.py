@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,16 +26,6 @@ CELERY_SUCCESS_JSON = (
     '"task_id": "4c0aa0f9-b647-48bf-8a93-da31b2f0b56a"}'
 )
 CELERY_TASK_ID = "4c0aa0f9-b647-48bf-8a93-da31b2f0b56a"
-
-WAITER = """
-import json, sys, time
-from celeriac.backends.redis import RedisBackend
-
-backend = RedisBackend(sys.argv[1], global_keyprefix=sys.argv[2])
-print("waiting", flush=True)
-meta = backend.wait(sys.argv[3], timeout=10.0, interval=30.0)
-print(json.dumps({"woken_at": time.time(), "meta": meta}), flush=True)
-"""
 
 
 @pytest.fixture
@@ -215,32 +201,6 @@ def test_concurrent_writers_never_overwrite_the_first_success(
     for task_id, statuses in published.items():
         assert statuses.count("SUCCESS") == 1, task_id
         assert statuses[-1] == "SUCCESS", task_id
-
-
-def test_waiter_in_another_process_is_woken_promptly_by_a_store(
-    backend: RedisBackend, server_url: str, prefix: str
-) -> None:
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", WAITER, server_url, prefix, "task-1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert waiter.stdout is not None
-        assert waiter.stdout.readline() == "waiting\n"
-        time.sleep(0.5)
-
-        stored_at = time.time()
-        backend.store("task-1", success_meta("task-1"))
-
-        woken = json.loads(waiter.stdout.readline())
-    finally:
-        if waiter.poll() is None:
-            os.kill(waiter.pid, signal.SIGKILL)
-        waiter.communicate(timeout=10)
-    assert woken["meta"] == success_meta("task-1")
-    assert woken["woken_at"] - stored_at < 0.1
 
 
 def test_wait_subscribes_again_when_its_connection_is_killed(

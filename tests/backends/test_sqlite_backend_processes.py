@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -17,16 +16,6 @@ import pytest
 
 from celeriac.backends.base import Meta
 from celeriac.backends.sqlite import SQLiteBackend
-
-WAITER = """
-import json, sys, time
-from celeriac.backends.sqlite import SQLiteBackend
-
-backend = SQLiteBackend(sys.argv[1])
-print("waiting", flush=True)
-meta = backend.wait(sys.argv[2], timeout=10.0, interval=30.0)
-print(json.dumps({"woken_at": time.time(), "meta": meta}), flush=True)
-"""
 
 WRITER = """
 import sys
@@ -82,25 +71,6 @@ def success_meta(task_id: str) -> Meta:
         "date_done": "2026-11-21T19:01:45.865316+00:00",
         "task_id": task_id,
     }
-
-
-def test_waiter_in_another_process_is_woken_promptly_by_a_store(
-    backend: SQLiteBackend, url: str
-) -> None:
-    waiter = start_python(WAITER, url, "task-1")
-    try:
-        assert waiter.stdout is not None
-        assert waiter.stdout.readline() == "waiting\n"
-        time.sleep(0.5)
-
-        stored_at = time.time()
-        backend.store("task-1", success_meta("task-1"))
-
-        woken = json.loads(waiter.stdout.readline())
-    finally:
-        kill(waiter)
-    assert woken["meta"] == success_meta("task-1")
-    assert woken["woken_at"] - stored_at < 0.2
 
 
 def test_concurrent_writers_in_several_processes_lose_no_rows(

@@ -49,6 +49,16 @@ class WorkerProcess:
         return self.output.read_text(errors="replace")
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
 def subprocess_env(broker_url: str, signal_log: Path) -> dict[str, str]:
     """The environment of worker and client subprocesses."""
     env = dict(os.environ)

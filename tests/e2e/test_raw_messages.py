@@ -7,7 +7,6 @@ seed's ``celeryd_after_setup`` example (a direct queue per worker) runs as writt
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from celeriac import Celeriac, states
 from celeriac.exceptions import DecodeError, InvalidTaskError
 from celeriac.transports.base import DEAD_LETTER_REASON_HEADER, dead_letter_queue
-from tests.e2e.conftest import WorkerProcess
+from tests.e2e.conftest import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 StartWorker = Callable[..., WorkerProcess]
@@ -109,10 +108,10 @@ def test_raw_message_gets_celerys_signal_and_the_worker_goes_on(
 
     assert client.send_task("sigproj.add", (20, 22)).get(timeout=10) == 42
     dead_letters = dead_letter_queue("celery")
-    assert _wait_for(lambda: client.transport.queue_size(dead_letters) == 1)
+    assert wait_for(lambda: client.transport.queue_size(dead_letters) == 1)
     [dead] = client.transport.fetch([dead_letters], 1, 1.0)
     assert reason in dead.envelope.headers[DEAD_LETTER_REASON_HEADER]
-    assert _wait_for(lambda: any(r["signal"] == signal for r in worker.signals()))
+    assert wait_for(lambda: any(r["signal"] == signal for r in worker.signals()))
     assert worker.process.poll() is None
 
 
@@ -165,14 +164,5 @@ def test_seed_direct_queue_example_routes_to_that_worker(
     def ran_in() -> dict[str, int]:
         return {r["task_id"]: r["pid"] for r in first.signals() if r["signal"] == "task_postrun"}
 
-    assert _wait_for(lambda: all(result.id in ran_in() for result in results))
+    assert wait_for(lambda: all(result.id in ran_in() for result in results))
     assert [ran_in()[result.id] for result in results] == [first.pid, second.pid, first.pid]
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from celeriac import Celeriac, states
 from celeriac.exceptions import TaskRevokedError
 from celeriac.transports.base import dead_letter_queue
-from tests.e2e.conftest import WorkerProcess
+from tests.e2e.conftest import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 StartWorker = Callable[..., WorkerProcess]
@@ -78,7 +77,7 @@ def test_expired_task_is_revoked_not_run(start_worker: StartWorker, client: Cele
     with pytest.raises(TaskRevokedError, match="expired"):
         result.get(timeout=10)
     assert result.state == states.REVOKED
-    assert _wait_for(lambda: any(r["signal"] == "task_revoked" for r in worker.signals()))
+    assert wait_for(lambda: any(r["signal"] == "task_revoked" for r in worker.signals()))
     revoked = [r for r in worker.signals() if r["signal"] == "task_revoked"]
     assert revoked[0]["kwargs"] == ["expired", "request", "signum", "terminated"]
 
@@ -92,7 +91,7 @@ def test_unknown_task_fails_and_is_dead_lettered(
 
     with pytest.raises(KeyError, match=r"sigproj\.does_not_exist"):
         result.get(timeout=10)
-    assert _wait_for(lambda: client.transport.queue_size(dead_letter_queue("celery")) == 1)
+    assert wait_for(lambda: client.transport.queue_size(dead_letter_queue("celery")) == 1)
     assert client.send_task("sigproj.add", (1, 2)).get(timeout=10) == 3
     assert any(r["signal"] == "task_unknown" for r in worker.signals())
 
@@ -103,7 +102,7 @@ def test_warm_shutdown_finishes_running_work_and_loses_nothing(
     marker = tmp_path / "done.txt"
     worker = start_worker(concurrency=2)
     results = [client.send_task("sigproj.slow", (1.0, str(marker))) for _ in range(8)]
-    assert _wait_for(lambda: _started(worker) >= 2)
+    assert wait_for(lambda: _started(worker) >= 2)
 
     exitcode = worker.stop(signal.SIGTERM)
 
@@ -122,7 +121,7 @@ def test_killed_worker_messages_come_back_to_another_worker(
 ) -> None:
     first = start_worker("--prefetch-multiplier", "4", pool="threads", concurrency=1)
     results = [client.send_task("sigproj.slow_late", (0.5,)) for _ in range(4)]
-    assert _wait_for(lambda: _started(first) >= 1)
+    assert wait_for(lambda: _started(first) >= 1)
 
     first.stop(signal.SIGKILL)
     start_worker(pool="threads", concurrency=2)
@@ -132,12 +131,3 @@ def test_killed_worker_messages_come_back_to_another_worker(
 
 def _started(worker: WorkerProcess) -> int:
     return sum(1 for record in worker.signals() if record["signal"] == "task_prerun")
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
