@@ -4,21 +4,48 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from celeriac.transports import connect
 from celeriac.transports.base import Transport
+from tests.servers import delete_redis_keys, require
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transport]:
-    """A real transport of each kind that needs no server: in-process and an SQLite file."""
-    if request.param == "memory":
-        url = f"memory://{uuid.uuid4().hex}"
+@dataclass(frozen=True)
+class BrokerUnderTest:
+    """A fresh, empty broker: its URL and the transport options that keep it private."""
+
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def connect(self) -> Transport:
+        return connect(self.url, **self.options)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def broker_under_test(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerUnderTest]:
+    """Each kind of broker: in-process, an SQLite file, and the loopback Redis.
+
+    The Redis one keeps its keys under a prefix of its own, deleted afterwards.
+    """
+    if request.param == "redis":
+        url = require("redis")
+        prefix = f"test-{uuid.uuid4().hex}:"
+        yield BrokerUnderTest(url, {"global_keyprefix": prefix})
+        delete_redis_keys(url, prefix)
+    elif request.param == "memory":
+        yield BrokerUnderTest(f"memory://{uuid.uuid4().hex}")
     else:
-        url = f"sqlite:///{tmp_path}/b.db"
-    opened = connect(url)
+        yield BrokerUnderTest(f"sqlite:///{tmp_path}/b.db")
+
+
+@pytest.fixture
+def transport(broker_under_test: BrokerUnderTest) -> Iterator[Transport]:
+    """A real transport on each kind of broker."""
+    opened = broker_under_test.connect()
     yield opened
     opened.close()

@@ -76,3 +76,13 @@ def require(name: str) -> str:
             pytest.fail(f"CI=true: {reason}")
         pytest.skip(reason)
     return server.url
+
+
+def delete_redis_keys(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` on the Redis server at ``url`` (a test's leftovers)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)

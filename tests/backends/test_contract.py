@@ -25,14 +25,13 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
 
 from celeriac import states
 from celeriac.backends import from_url
 from celeriac.backends.base import Meta, ResultBackend
 from celeriac.backends.memory import MemoryBackend
 from celeriac.exceptions import ContentDisallowed, ImproperlyConfigured, TimeoutError
-from tests.servers import require
+from tests.servers import delete_redis_keys, require
 
 
 @contextmanager
@@ -55,10 +54,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     server_url = require("redis")
     prefix = f"celeriac-test-{uuid.uuid4().hex}"
     yield _with_query(server_url, f"global_keyprefix={prefix}")
-    with redis.Redis.from_url(server_url) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
+    delete_redis_keys(server_url, prefix)
 
 
 @contextmanager

@@ -20,12 +20,14 @@ from celeriac.messaging import Producer
 from celeriac.protocol.message import parse_task_message
 from celeriac.serialization import loads
 from celeriac.transports.base import Transport
+from tests.conftest import BrokerUnderTest
 
 
 @pytest.fixture
-def app(transport: Transport) -> Iterator[Celeriac]:
-    """An app on the broker of the ``transport`` fixture (every kind), with its own queue."""
-    app = Celeriac("conn", broker=transport.url, set_as_current=False)
+def app(broker_under_test: BrokerUnderTest) -> Iterator[Celeriac]:
+    """An app on each kind of broker, with a queue of its own."""
+    app = Celeriac("conn", broker=broker_under_test.url, set_as_current=False)
+    app.conf.broker_transport_options = broker_under_test.options
     app.conf.task_default_queue = f"conn-{uuid.uuid4().hex}"
     yield app
     app.close()

@@ -1,7 +1,8 @@
 """The Transport contract: one suite, run against every broker.
 
-To add a broker, append a ``BrokerCase`` to ``BROKERS``; its ``url`` function may call
-``pytest.skip`` when the server is absent (and must fail instead under CI=true).
+To add a broker, append a ``BrokerCase`` to ``BROKERS``; its ``open`` function may call
+``pytest.skip`` when the server is absent (``tests.servers.require`` does, and fails under
+CI=true instead).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,24 +31,45 @@ from celeriac.transports.base import (
     dead_letter_queue,
 )
 from celeriac.transports.memory import MemoryTransport
+from tests.servers import delete_redis_keys, require
 
 
 @dataclass(frozen=True)
 class BrokerCase:
-    """A broker to run the contract against: ``url`` gives a fresh, empty broker's URL.
+    """A broker to run the contract against.
 
-    ``ignores_stale_tags``: a tag from a delivery whose lease ran out and that was
-    delivered again no longer acts on the message.
+    ``open`` gives a fresh, empty broker's URL and transport options for the duration of
+    a test. ``ignores_stale_tags``: a tag from a delivery whose lease ran out and that
+    was delivered again no longer acts on the message.
     """
 
     name: str
-    url: Callable[[Path], str]
+    open: Callable[[Path], AbstractContextManager[tuple[str, dict[str, Any]]]]
     ignores_stale_tags: bool = True
 
 
+@contextmanager
+def memory_broker(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield f"memory://{uuid.uuid4().hex}", {}
+
+
+@contextmanager
+def sqlite_broker(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield f"sqlite:///{tmp_path}/broker.db", {}
+
+
+@contextmanager
+def redis_broker(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    url = require("redis")
+    prefix = f"contract-{uuid.uuid4().hex}:"
+    yield url, {"global_keyprefix": prefix}
+    delete_redis_keys(url, prefix)
+
+
 BROKERS = [
-    BrokerCase("memory", lambda tmp_path: f"memory://{uuid.uuid4().hex}"),
-    BrokerCase("sqlite", lambda tmp_path: f"sqlite:///{tmp_path}/broker.db"),
+    BrokerCase("memory", memory_broker),
+    BrokerCase("sqlite", sqlite_broker),
+    BrokerCase("redis", redis_broker),
 ]
 
 Connect = Callable[..., Transport]
@@ -61,17 +84,17 @@ def broker(request: pytest.FixtureRequest) -> BrokerCase:
 @pytest.fixture
 def connect_broker(broker: BrokerCase, tmp_path: Path) -> Iterator[Connect]:
     """Open transports (consumers) on one fresh broker; all are closed after the test."""
-    url = broker.url(tmp_path)
     opened: list[Transport] = []
+    with broker.open(tmp_path) as (url, broker_options):
 
-    def open_transport(**options: Any) -> Transport:
-        transport = connect(url, **options)
-        opened.append(transport)
-        return transport
+        def open_transport(**options: Any) -> Transport:
+            transport = connect(url, **broker_options, **options)
+            opened.append(transport)
+            return transport
 
-    yield open_transport
-    for transport in reversed(opened):
-        transport.close()
+        yield open_transport
+        for transport in reversed(opened):
+            transport.close()
 
 
 @pytest.fixture

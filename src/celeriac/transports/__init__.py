@@ -37,9 +37,19 @@ def _sqlite() -> TransportFactory:
     return SQLiteTransport
 
 
+def _redis() -> TransportFactory:
+    from celeriac.transports.redis import RedisTransport
+
+    return RedisTransport
+
+
 SCHEMES: dict[str, Callable[[], TransportFactory]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+socket": _redis,
+    "sentinel": _redis,
 }
 
 

@@ -1,0 +1,119 @@
+"""Build the redis-py client for a Redis broker URL and its options (edge layer).
+
+Kept apart from ``redis.py`` so the URL schemes and connection options read in one
+place. Schemes: ``redis://`` and ``rediss://`` (TLS) as redis-py reads them,
+``redis+socket:///path/to/redis.sock`` (a Unix socket; ``?db=N`` picks the database) and
+``sentinel://[:password@]host:port[/db][;sentinel://host:port...]`` (redis-py's Sentinel;
+the ``master_name`` option names the monitored master, ``sentinel_kwargs`` configures
+the connections to the sentinels themselves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+from celeriac.exceptions import ImproperlyConfigured
+from celeriac.transports import redact_url
+
+__all__ = ["CONNECTION_OPTIONS", "TLS_OPTIONS", "connect_client"]
+
+DEFAULT_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
+CONNECTION_OPTIONS = frozenset(
+    {
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_keepalive_options",
+        "retry_on_timeout",
+        "health_check_interval",
+        "client_name",
+        "username",
+        "password",
+    }
+)
+"""Transport options handed to redis-py's connections as they are."""
+TLS_OPTIONS = frozenset(
+    {
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    }
+)
+"""Transport options for ``rediss://`` (and TLS to a Sentinel-managed master)."""
+
+
+def connect_client(url: str, options: Mapping[str, Any]) -> redis.Redis:
+    """Return a client for ``url``; no connection is made until the first command.
+
+    ``max_connections`` bounds the pool: callers past it wait for a free connection
+    (up to ``pool_timeout`` seconds, default 20) instead of failing.
+    """
+    scheme = url.partition("://")[0]
+    settings = {name: value for name, value in options.items() if name in CONNECTION_OPTIONS}
+    if scheme == "rediss" or (scheme == "sentinel" and options.get("ssl")):
+        settings.update((name, value) for name, value in options.items() if name in TLS_OPTIONS)
+    if scheme == "sentinel":
+        return _sentinel_client(url, settings, options)
+    if scheme == "redis+socket":
+        url = "unix" + url.removeprefix(scheme)
+    elif scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured(f"not a Redis URL: {redact_url(url)}")
+    max_connections = options.get("max_connections")
+    try:
+        if max_connections is None:
+            pool: redis.ConnectionPool = redis.ConnectionPool.from_url(url, **settings)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=int(max_connections),
+                timeout=float(options.get("pool_timeout", 20.0)),
+                **settings,
+            )
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"bad Redis broker URL {redact_url(url)}: {exc}") from exc
+    return redis.Redis(connection_pool=pool)
+
+
+def _sentinel_client(url: str, settings: dict[str, Any], options: Mapping[str, Any]) -> redis.Redis:
+    """Return a client of the master that the sentinels in ``url`` name ``master_name``."""
+    master_name = options.get("master_name")
+    if not master_name:
+        raise ImproperlyConfigured(
+            f"{redact_url(url)}: a sentinel:// broker needs the transport option master_name"
+        )
+    sentinels: list[tuple[str, int]] = []
+    for part in url.split(";"):
+        try:
+            parts = urlsplit(part.strip())
+            sentinels.append((parts.hostname or "localhost", parts.port or DEFAULT_SENTINEL_PORT))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"bad sentinel URL {redact_url(part)}: {exc}") from exc
+        if parts.password and "password" not in settings:
+            settings["password"] = parts.password
+        if parts.username and "username" not in settings:
+            settings["username"] = parts.username
+        database = parts.path.strip("/")
+        if database.isdigit():
+            settings.setdefault("db", int(database))
+    if options.get("max_connections") is not None:
+        settings["max_connections"] = int(options["max_connections"])
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels, sentinel_kwargs=options.get("sentinel_kwargs"), **settings
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        str(master_name), ssl=bool(options.get("ssl"))
+    )
+    return client
