@@ -1,4 +1,6 @@
-"""Fixtures that start real ``celeriac worker`` processes on a SQLite broker in tmp_path."""
+"""Fixtures that start real ``celeriac worker`` processes, on the embedded SQLite broker
+in tmp_path and on the loopback Redis (broker and result store, in a key prefix of the
+test's own)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from celeriac import Celeriac
+from tests.servers import delete_redis_keys, require
 
 HERE = Path(__file__).parent
 READY_TIMEOUT = 30.0
@@ -59,36 +63,60 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return condition()
 
 
-def subprocess_env(broker_url: str, signal_log: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class Broker:
+    """Where the workers and clients of one test meet: broker, result store, options."""
+
+    url: str
+    backend: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """The variables ``sigproj`` reads to reach this broker."""
+        return {
+            "SIGPROJ_BROKER": self.url,
+            "SIGPROJ_BACKEND": self.backend or "",
+            "SIGPROJ_TRANSPORT_OPTIONS": json.dumps(self.options),
+        }
+
+
+def subprocess_env(broker: Broker, signal_log: Path) -> dict[str, str]:
     """The environment of worker and client subprocesses."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    env["SIGPROJ_BROKER"] = broker_url
+    env.update(broker.env())
     env["SIGNAL_LOG"] = str(signal_log)
     return env
 
 
-@pytest.fixture
-def broker_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/broker.db"
+@pytest.fixture(params=["sqlite", "redis"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    if request.param == "sqlite":
+        yield Broker(f"sqlite:///{tmp_path}/broker.db")
+        return
+    url = require("redis")
+    prefix = f"e2e-{uuid.uuid4().hex}:"
+    yield Broker(url, f"{url}?global_keyprefix={prefix}", {"global_keyprefix": prefix})
+    delete_redis_keys(url, prefix)
 
 
 @pytest.fixture
-def client(broker_url: str) -> Iterator[Celeriac]:
-    """An app in the test process talking to the same SQLite file as the workers."""
+def client(broker: Broker) -> Iterator[Celeriac]:
+    """An app in the test process on the workers' broker and result store."""
     os.environ.setdefault("SIGPROJ_BROKER", "memory://sigproj-import")
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     # The worker imports it as `sigproj` (PYTHONPATH), so the test process must too.
     import sigproj  # type: ignore[import-not-found]  # noqa: F401
 
-    app = Celeriac("client", broker=broker_url)
+    app = Celeriac("client", broker=broker.url, backend=broker.backend)
+    app.conf.broker_transport_options = broker.options
     yield app
     app.close()
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path, broker_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``celeriac -A sigproj worker``; every worker is killed by PID afterwards."""
     started: list[WorkerProcess] = []
 
@@ -105,7 +133,7 @@ def start_worker(tmp_path: Path, broker_url: str) -> Iterator[Callable[..., Work
                 command,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                env=subprocess_env(broker_url, signal_log),
+                env=subprocess_env(broker, signal_log),
                 cwd=tmp_path,
             )
         worker = WorkerProcess(process, output, signal_log)

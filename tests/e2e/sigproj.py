@@ -22,9 +22,16 @@ from celeriac.signals import (
     task_success,
 )
 
-app = Celeriac("sigproj", broker=os.environ["SIGPROJ_BROKER"])
+app = Celeriac(
+    "sigproj",
+    broker=os.environ["SIGPROJ_BROKER"],
+    backend=os.environ.get("SIGPROJ_BACKEND") or None,
+)
 # Short leases: a killed worker's messages come back within seconds in the tests.
-app.conf.broker_transport_options = {"lease_seconds": 2.0}
+app.conf.broker_transport_options = {
+    "lease_seconds": 2.0,
+    **json.loads(os.environ.get("SIGPROJ_TRANSPORT_OPTIONS") or "{}"),
+}
 
 
 def record(name: str, sender: Any, kwargs: dict[str, Any]) -> None:

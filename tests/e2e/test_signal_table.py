@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from celeriac import signals
-from tests.e2e.conftest import WorkerProcess, subprocess_env
+from tests.e2e.conftest import Broker, WorkerProcess, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -97,12 +97,12 @@ def test_the_table_lists_every_signal_of_the_catalog() -> None:
 
 
 def test_each_signal_arrives_in_its_process_with_its_arguments(
-    start_worker: Callable[..., WorkerProcess], broker_url: str, tmp_path: Path
+    start_worker: Callable[..., WorkerProcess], broker: Broker, tmp_path: Path
 ) -> None:
     worker = start_worker(pool="prefork", concurrency=2)
     client = subprocess.run(
         [sys.executable, "-c", CLIENT_SCRIPT],
-        env=subprocess_env(broker_url, worker.signal_log),
+        env=subprocess_env(broker, worker.signal_log),
         capture_output=True,
         timeout=60,
         check=False,
