@@ -10,11 +10,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +34,7 @@ from celeriac.transports.base import (
 )
 from celeriac.transports.redis import RedisTransport
 from celeriac.transports.redis_keys import Tag, queue_keys
+from tests.processes import running
 from tests.servers import require
 
 OpenTransport = Callable[..., RedisTransport]
@@ -112,24 +111,6 @@ def open_transport(url: str, prefix: str) -> Iterator[OpenTransport]:
 def client(url: str) -> Iterator[redis.Redis]:
     with redis.Redis.from_url(url, decode_responses=True) as client:
         yield client
-
-
-@contextmanager
-def running(program: str, *args: Any, cwd: Path) -> Iterator[subprocess.Popen[str]]:
-    """Run ``program`` with ``python -c`` in a child, killed by PID on the way out."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", program, *map(str, args)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.communicate(timeout=10)
 
 
 def read_json_line(process: subprocess.Popen[str]) -> Any:

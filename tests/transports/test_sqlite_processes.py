@@ -8,13 +8,10 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +19,7 @@ from celeriac.protocol.envelope import Envelope
 from celeriac.transports.base import Delivery
 from celeriac.transports.sqlite import SQLiteTransport
 from celeriac.transports.wakeup import Wakeup
+from tests.processes import running
 
 PRODUCER = """
 import sys
@@ -84,24 +82,6 @@ sys.stdout.write(",".join(delivery.envelope.body.decode() for delivery in delive
 sys.stdout.flush()
 transport.close()
 """
-
-
-@contextmanager
-def running(program: str, *args: Any, cwd: Path) -> Iterator[subprocess.Popen[str]]:
-    """Run ``program`` with ``python -c`` in a child, killed by PID on the way out."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", program, *map(str, args)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.communicate(timeout=10)
 
 
 def read_line(process: subprocess.Popen[str], timeout: float) -> str:
