@@ -3,13 +3,21 @@
 A test that needs Redis, RabbitMQ or PostgreSQL calls :func:`require` with the server's
 name. When the server does not answer, the test is skipped with the reason, except under
 ``CI=true``, where a missing server is a failure: CI must not go green by skipping.
+Tests that stop and restart the broker run a :class:`PrivateRedis` of their own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +94,63 @@ def delete_redis_keys(url: str, prefix: str) -> None:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+class PrivateRedis:
+    """A ``redis-server`` of a test's own on a free loopback port, to stop and start at will.
+
+    Tests that take the broker away use one, never the shared server on 6379.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            reason = "redis-server is not installed (apt-get install redis-server)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true: {reason}")
+            pytest.skip(reason)
+        self.executable = executable
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        log = (self.folder / f"redis-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 10
+        while not is_up(Server("private", "127.0.0.1", self.port, self.url, "")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private redis-server on port {self.port} did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """End the server at once, by PID, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextmanager
+def private_redis(folder: Path, *, started: bool = True) -> Iterator[PrivateRedis]:
+    """A :class:`PrivateRedis`, killed on the way out whatever happened."""
+    server = PrivateRedis(folder)
+    try:
+        if started:
+            server.start()
+        yield server
+    finally:
+        server.kill()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -13,7 +13,7 @@ import datetime
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
@@ -51,7 +51,11 @@ FETCH_TIMEOUT = 0.5
 
 
 class Consumer:
-    """Moves messages from the broker to the pool and reports their outcomes."""
+    """Moves messages from the broker to the pool and reports their outcomes.
+
+    When fetching fails, ``reconnect(exc)`` waits for the broker; False means the worker
+    is stopping and the fetcher ends.
+    """
 
     def __init__(
         self,
@@ -64,10 +68,12 @@ class Consumer:
         hostname: str,
         queues: Sequence[str],
         prefetch_count: int,
+        reconnect: Callable[[TransportError], bool],
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
     ) -> None:
         self.app = app
+        self.reconnect = reconnect
         self.transport = transport
         self.pool = pool
         self.state = state
@@ -139,8 +145,8 @@ class Consumer:
             try:
                 deliveries = self.transport.fetch(self.queues, wanted, FETCH_TIMEOUT)
             except TransportError as exc:
-                logger.error("Broker unreachable, retrying in 1 s: %s", exc)
-                self._stopping.wait(1.0)
+                if not self.reconnect(exc):
+                    return
                 continue
             for delivery in deliveries:
                 if self._stopping.is_set():

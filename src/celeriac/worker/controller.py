@@ -1,7 +1,8 @@
 """WorkController: builds the worker's parts, starts them in order, stops them in reverse.
 
 Start: ``celeryd_init`` (at construction, so handlers may change ``conf``), the app's
-modules (``import_modules``), ``celeryd_after_setup``, ``worker_init``, the pool (whose
+modules (``import_modules``), ``celeryd_after_setup``, ``worker_init``, one round trip to
+the broker (retried as ``broker_connection_retry_on_startup`` says), the pool (whose
 children send ``worker_process_init``), the consumer, the heart, ``worker_ready``.
 Stop: ``worker_shutting_down``; warm stops fetching, gives prefetched messages back to
 the broker unacknowledged and lets running tasks finish; cold ends them at once; then
@@ -20,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
 from celeriac.events.dispatcher import EventDispatcher
+from celeriac.transports.base import TransportError
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.heartbeat import Heart
 from celeriac.worker.pools import create_pool
 from celeriac.worker.pools.base import ChildHooks, Pool
+from celeriac.worker.reconnect import sentence, wait_for_broker
 from celeriac.worker.request import execute_job
 from celeriac.worker.state import WorkerState
 
@@ -128,6 +131,12 @@ class WorkController:
         self._install_signal_handlers()
         signals.worker_init.send(sender=self)
         app = self.app
+        retry = app.conf.broker_connection_retry_on_startup
+        if not wait_for_broker(app, retry=retry, stopping=self._shutdown):
+            if not self._shutdown.is_set():
+                self.exitcode = 1
+            self._stop_parts()
+            return
         groups = ["worker", "task"] if self.send_events else ["worker"]
         self.events = EventDispatcher(
             app.transport,
@@ -164,6 +173,7 @@ class WorkController:
             prefetch_count=self.prefetch_count,
             time_limit=self.time_limit,
             soft_time_limit=self.soft_time_limit,
+            reconnect=self._reconnect,
         )
         self.consumer.start()
         self.heart = Heart(self.events, self._counters, app.conf.worker_heartbeat_interval)
@@ -180,6 +190,22 @@ class WorkController:
         while not self._shutdown.wait(0.5):
             pass
         self._stop_parts()
+
+    def _reconnect(self, exc: TransportError) -> bool:
+        """Wait for the broker after fetching failed; False means the worker is stopping."""
+        retry = self.app.conf.broker_connection_retry
+        logger.warning(
+            "consumer: Connection to broker lost: %s. %s",
+            sentence(exc),
+            "Trying to re-establish the connection..."
+            if retry
+            else "broker_connection_retry is off.",
+        )
+        if wait_for_broker(self.app, retry=retry, stopping=self._shutdown):
+            return True
+        if not self._shutdown.is_set():
+            self.stop(warm=True, sig="broker connection lost", exitcode=1)
+        return False
 
     def _before_create_process(self) -> None:
         signals.worker_before_create_process.send(sender=self.pool)

@@ -1,0 +1,75 @@
+"""Reaching the broker again: the worker's wait, with backoff, when it cannot be reached.
+
+The worker calls :func:`wait_for_broker` before it starts (``broker_connection_retry_on_startup``)
+and whenever fetching fails (``broker_connection_retry``). Waits grow 2, 4, 6 ... up to 30
+seconds, as kombu's ``ensure_connection`` does, and end early when the worker shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from celeriac.connection import PROBE_QUEUE
+from celeriac.messaging import retry_over_time
+from celeriac.transports import redact_url
+from celeriac.transports.base import TransportError
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+logger = logging.getLogger("celeriac.worker")
+
+RETRY_POLICY = {"interval_start": 2.0, "interval_step": 2.0, "interval_max": 30.0}
+
+
+class ShuttingDown(Exception):
+    """The worker began shutting down while it waited for the broker."""
+
+
+def wait_for_broker(app: Celeriac, *, retry: bool, stopping: threading.Event) -> bool:
+    """Make one round trip to the app's broker, retrying while it is unreachable.
+
+    With ``retry`` false one failure is final. Otherwise up to
+    ``broker_connection_max_retries`` retries are made (None: forever). Each failure is
+    logged with the URL's password masked. Returns True once the broker answered, False
+    when the retries ran out or ``stopping`` was set.
+    """
+    url = redact_url(app.broker_url)
+    max_retries = app.conf.broker_connection_max_retries if retry else 0
+    attempts = 0
+
+    def probe() -> None:
+        nonlocal attempts
+        if stopping.is_set():
+            raise ShuttingDown
+        attempts += 1
+        app.transport.queue_size(PROBE_QUEUE)
+
+    def report(exc: TransportError, interval: float) -> None:
+        logger.error(
+            "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... (%d/%s)",
+            url,
+            sentence(exc),
+            interval,
+            attempts,
+            "unlimited" if max_retries is None else max_retries,
+        )
+
+    policy = {**RETRY_POLICY, "max_retries": max_retries}
+    try:
+        retry_over_time(probe, policy, errback=report, sleep=stopping.wait)
+    except ShuttingDown:
+        return False
+    except TransportError as exc:
+        logger.critical("consumer: Cannot connect to %s: %s. Giving up.", url, sentence(exc))
+        return False
+    if attempts > 1:
+        logger.info("Connected to %s", url)
+    return True
+
+
+def sentence(exc: Exception) -> str:
+    """The error's message without a final full stop, to sit inside a sentence of ours."""
+    return str(exc).rstrip(".")
