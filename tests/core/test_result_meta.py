@@ -15,10 +15,13 @@ import pytest
 
 from celeriac import serialization, states
 from celeriac.exceptions import (
+    CeleriacError,
+    ContentDisallowed,
     DecodeError,
     NotRegistered,
     Reject,
     SecurityError,
+    SoftTimeLimitExceeded,
     TaskRevokedError,
 )
 from celeriac.protocol.result_meta import (
@@ -361,12 +364,29 @@ def test_success_value_shaped_like_an_exception_stays_a_dict() -> None:
 # ---- exception encoding ----
 
 
-def test_celeriac_exceptions_keep_their_own_module() -> None:
+def test_celeriac_namesakes_are_stored_under_celerys_modules() -> None:
     assert encode_exception(TaskRevokedError("expired")) == {
         "exc_type": "TaskRevokedError",
         "exc_message": ["expired"],
-        "exc_module": "celeriac.exceptions",
+        "exc_module": "celery.exceptions",
     }
+    assert encode_exception(SoftTimeLimitExceeded())["exc_module"] == "billiard.exceptions"
+    assert encode_exception(ContentDisallowed("yaml"))["exc_module"] == "kombu.exceptions"
+
+
+def test_exceptions_celery_lacks_keep_celeriacs_module_and_round_trip() -> None:
+    encoded = encode_exception(CeleriacError("ours"))
+
+    assert encoded["exc_module"] == "celeriac.exceptions"
+    assert type(decode_exception(encoded)) is CeleriacError
+
+
+@pytest.mark.parametrize("exc", [TaskRevokedError("revoked"), SoftTimeLimitExceeded("soft")])
+def test_namesakes_round_trip_to_celeriacs_class(exc: Exception) -> None:
+    decoded = decode_exception(encode_exception(exc))
+
+    assert type(decoded) is type(exc)
+    assert decoded.args == exc.args
 
 
 def test_reject_encodes_reason_and_requeue_like_celery() -> None:

@@ -28,11 +28,31 @@ __all__ = [
 EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
 
 # Results written by Celery name its modules; celeriac has the same classes under its own.
-# billiard is where Celery's WorkerLostError and time-limit exceptions are defined.
+# billiard is where Celery's WorkerLostError and time-limit exceptions are defined, kombu
+# its connection and decoding errors.
 _MODULE_ALIASES = {
     "celery.exceptions": "celeriac.exceptions",
     "billiard.exceptions": "celeriac.exceptions",
+    "kombu.exceptions": "celeriac.exceptions",
 }
+
+# Where Celery defines each of celeriac's namesake exceptions. They are stored under those
+# modules, so a Celery reader rebuilds its own class and its ``except`` clauses match.
+_CELERY_HOMES = {
+    **dict.fromkeys(
+        (
+            "CeleryError", "ImproperlyConfigured", "NotRegistered", "AlreadyRegistered",
+            "TimeoutError", "MaxRetriesExceededError", "TaskRevokedError", "QueueNotFound",
+            "IncompleteStream", "ChordError", "SecurityError", "InvalidTaskError",
+            "TaskPredicate", "Retry", "Ignore", "Reject", "WorkerTerminate", "WorkerShutdown",
+        ),
+        "celery.exceptions",
+    ),
+    **dict.fromkeys(
+        ("WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded"), "billiard.exceptions"
+    ),
+    **dict.fromkeys(("OperationalError", "DecodeError", "ContentDisallowed"), "kombu.exceptions"),
+}  # fmt: skip
 
 # Synthetic classes for exception types this process does not have, by (module, qualname):
 # the same stored type must always rebuild as the same class, or ``except`` clauses and
@@ -41,12 +61,18 @@ _synthetic_classes: dict[tuple[str | None, str], type[Exception]] = {}
 
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
-    """Encode an exception as Celery stores it: type name, JSON-safe args and module."""
+    """Encode an exception as Celery stores it: type name, JSON-safe args and module.
+
+    celeriac's own exceptions that Celery also has are stored under Celery's module.
+    """
     exc_class = type(exc)
+    module = exc_class.__module__
+    if module == "celeriac.exceptions":
+        module = _CELERY_HOMES.get(exc_class.__qualname__, module)
     return {
         "exc_type": exc_class.__qualname__,
         "exc_message": [_json_safe(arg) for arg in exc.args],
-        "exc_module": exc_class.__module__,
+        "exc_module": module,
     }
 
 
