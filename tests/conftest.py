@@ -12,7 +12,7 @@ import pytest
 
 from celeriac.transports import connect
 from celeriac.transports.base import Transport
-from tests.servers import delete_redis_keys, require
+from tests.servers import delete_redis_keys, rabbitmq_vhost, require
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,17 @@ class BrokerUnderTest:
         return connect(self.url, **self.options)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "rabbitmq"])
 def broker_under_test(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerUnderTest]:
-    """Each kind of broker: in-process, an SQLite file, and the loopback Redis.
+    """Each kind of broker: in-process, an SQLite file, the loopback Redis and RabbitMQ.
 
-    The Redis one keeps its keys under a prefix of its own, deleted afterwards.
+    The Redis one keeps its keys under a prefix of its own, the RabbitMQ one everything
+    in a virtual host of its own; both are deleted afterwards.
     """
-    if request.param == "redis":
+    if request.param == "rabbitmq":
+        with rabbitmq_vhost("test") as url:
+            yield BrokerUnderTest(url, {"max_priority": 9})
+    elif request.param == "redis":
         url = require("redis")
         prefix = f"test-{uuid.uuid4().hex}:"
         yield BrokerUnderTest(url, {"global_keyprefix": prefix})

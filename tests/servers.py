@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -154,3 +156,46 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+RABBITMQCTL_TIMEOUT = 60.0
+
+
+def rabbitmqctl(*arguments: str) -> str:
+    """Run ``rabbitmqctl -q`` on the loopback RabbitMQ node and return its output."""
+    completed = subprocess.run(
+        ["rabbitmqctl", "-q", *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=RABBITMQCTL_TIMEOUT,
+    )
+    return completed.stdout
+
+
+@contextmanager
+def rabbitmq_vhost(label: str) -> Iterator[str]:
+    """Make a virtual host of the test's own on the loopback RabbitMQ; yield its URL.
+
+    Everything the test declares, delayed messages included, goes with the virtual host
+    when it is deleted afterwards.
+    """
+    url = require("rabbitmq")
+    parts = urlsplit(url)
+    name = f"{label}-{uuid.uuid4().hex}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
+        yield f"{parts.scheme}://{parts.netloc}/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+def close_rabbitmq_connection(connection_name: str) -> None:
+    """Make RabbitMQ close the connection named ``connection_name``, as if it went away."""
+    for line in rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
+        pid, _, properties = line.partition("\t")
+        if f'"{connection_name}"' in properties:
+            rabbitmqctl("close_connection", pid, "closed by a test")
+            return
+    raise LookupError(f"no RabbitMQ connection named {connection_name!r}")

@@ -267,7 +267,7 @@ def test_unknown_broker_scheme_is_one_line_with_the_password_masked(run: RunCLI)
     [line] = completed.stderr.splitlines()
     assert line.startswith(
         "Error: no broker transport for scheme 'nosuch' in nosuch://user:****@host/0;"
-        " known schemes: memory, "
+        " known schemes: amqp, "
     )
     assert "sqlite" in line
     assert "s3cret" not in line

@@ -1,6 +1,7 @@
 """Fixtures that start real ``celeriac worker`` processes, on the embedded SQLite broker
-in tmp_path and on the loopback Redis (broker and result store, in a key prefix of the
-test's own)."""
+in tmp_path, on the loopback Redis (broker and result store, in a key prefix of the
+test's own) and on the loopback RabbitMQ (in a virtual host of the test's own, with
+results in Redis)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac
-from tests.servers import delete_redis_keys, require
+from tests.servers import delete_redis_keys, rabbitmq_vhost, require
 
 HERE = Path(__file__).parent
 READY_TIMEOUT = 30.0
@@ -89,10 +90,17 @@ def subprocess_env(broker: Broker, signal_log: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "rabbitmq"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
     if request.param == "sqlite":
         yield Broker(f"sqlite:///{tmp_path}/broker.db")
+        return
+    if request.param == "rabbitmq":
+        redis_url = require("redis")
+        prefix = f"e2e-{uuid.uuid4().hex}:"
+        with rabbitmq_vhost("e2e") as url:
+            yield Broker(url, f"{redis_url}?global_keyprefix={prefix}")
+        delete_redis_keys(redis_url, prefix)
         return
     url = require("redis")
     prefix = f"e2e-{uuid.uuid4().hex}:"

@@ -43,6 +43,12 @@ def _redis() -> TransportFactory:
     return RedisTransport
 
 
+def _amqp() -> TransportFactory:
+    from celeriac.transports.amqp import AmqpTransport
+
+    return AmqpTransport
+
+
 SCHEMES: dict[str, Callable[[], TransportFactory]] = {
     "memory": _memory,
     "sqlite": _sqlite,
@@ -50,6 +56,9 @@ SCHEMES: dict[str, Callable[[], TransportFactory]] = {
     "rediss": _redis,
     "redis+socket": _redis,
     "sentinel": _redis,
+    "amqp": _amqp,
+    "amqps": _amqp,
+    "pyamqp": _amqp,
 }
 
 
