@@ -13,7 +13,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from celeriac import current, signals
 from celeriac.amqp import AMQP
@@ -29,6 +29,9 @@ from celeriac.registry import TaskRegistry
 from celeriac.result import AsyncResult
 from celeriac.task import Task, make_task
 from celeriac.transports.base import Transport
+
+if TYPE_CHECKING:
+    from celeriac.canvas.signature import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -243,6 +246,12 @@ class Celeriac:
         options.pop("router", None)
         options.pop("route_name", None)
         return send_task_message(self, name, args, kwargs, **options)
+
+    def signature(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature on this app: ``app.signature("tasks.add", args=(2,), queue="q")``."""
+        from celeriac.canvas.signature import Signature
+
+        return Signature(*args, **{**kwargs, "app": self})
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
         """Return the result handle of a task id."""

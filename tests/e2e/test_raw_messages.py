@@ -7,6 +7,8 @@ seed's ``celeryd_after_setup`` example (a direct queue per worker) runs as writt
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -166,3 +168,21 @@ def test_seed_direct_queue_example_routes_to_that_worker(
 
     assert wait_for(lambda: all(result.id in ran_in() for result in results))
     assert [ran_in()[result.id] for result in results] == [first.pid, second.pid, first.pid]
+
+
+def test_message_that_arrives_before_its_eta_waits_in_the_broker(
+    start_worker: StartWorker, client: Celeriac
+) -> None:
+    """Celery senders deliver eta tasks at once; the worker must put them back, delayed."""
+    worker = start_worker(pool="threads")
+    sent = time.time()
+    eta = datetime.datetime.fromtimestamp(sent + 1.5, datetime.UTC).isoformat()
+    with client.producer_or_acquire() as producer:
+        producer.publish(
+            [[2, 3], {}, {}], routing_key="celery", headers=task_headers("early", eta=eta)
+        )
+
+    assert client.AsyncResult("early").get(timeout=15) == 5
+    assert time.time() - sent >= 1.4
+    received = [r for r in worker.signals() if r["signal"] == "task_received"]
+    assert len(received) == 1

@@ -266,9 +266,14 @@ class Consumer:
         assert eta is not None
         envelope = request.message_envelope()
         priority = envelope.properties.get("priority") or 0
-        self._quietly(
-            self.transport.publish, request.delivery.queue, envelope, priority, eta.timestamp()
-        )
+        try:
+            self.transport.publish(
+                request.delivery.queue, envelope, priority=priority, eta=eta.timestamp()
+            )
+        except Exception:
+            logger.exception("Could not put task %s back until its eta; requeued", request.id)
+            self._quietly(lambda: self.transport.reject([request.tag], requeue=True))
+            return
         self.ack(request)
 
     # ---- dispatching ---------------------------------------------------------------
