@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import pytest
 
 from celeriac import states
 from celeriac.backends import from_url
-from celeriac.backends.base import Meta, ResultBackend
+from celeriac.backends.base import ChordPart, ChordProgress, Meta, ResultBackend
 from celeriac.backends.memory import MemoryBackend
 from celeriac.exceptions import ContentDisallowed, ImproperlyConfigured, TimeoutError
 from tests.servers import delete_redis_keys, require
@@ -436,3 +436,356 @@ def test_waiter_in_another_process_is_woken_promptly_by_a_store(backend: ResultB
     assert woken["meta"] == success_meta("task-1")
     # Well under the 30 s poll interval: the store itself wakes the waiter.
     assert woken["woken_at"] - stored_at < 0.1
+
+
+def group_tuple(group_id: str, *task_ids: str) -> list[Any]:
+    return [[group_id, None], [[[task_id, None], None] for task_id in task_ids]]
+
+
+def test_saved_group_restores_unchanged(backend: ResultBackend) -> None:
+    backend.save_group("group-1", group_tuple("group-1", "task-1", "task-2"))
+
+    assert backend.restore_group("group-1") == group_tuple("group-1", "task-1", "task-2")
+    assert backend.restore_group("never-saved") is None
+
+
+def test_saving_a_group_again_replaces_it(backend: ResultBackend) -> None:
+    backend.save_group("group-1", group_tuple("group-1", "task-1"))
+
+    backend.save_group("group-1", group_tuple("group-1", "task-2", "task-3"))
+
+    assert backend.restore_group("group-1") == group_tuple("group-1", "task-2", "task-3")
+
+
+def test_deleted_group_restores_as_none(backend: ResultBackend) -> None:
+    backend.save_group("group-1", group_tuple("group-1", "task-1"))
+
+    backend.delete_group("group-1")
+
+    assert backend.restore_group("group-1") is None
+    backend.delete_group("group-1")
+
+
+def test_saved_group_expires_and_cleanup_deletes_it(open_backend: OpenBackend) -> None:
+    backend = open_backend(expires=0.2)
+    backend.save_group("group-1", group_tuple("group-1", "task-1"))
+    time.sleep(0.3)
+
+    assert backend.restore_group("group-1") is None
+    assert backend.cleanup() == (0 if backend.url.startswith("redis") else 1)
+
+
+def report_parts(
+    backend: ResultBackend, group_id: str, count: int, *, state: str = states.SUCCESS
+) -> list[ChordProgress]:
+    return [
+        backend.chord_part_done(group_id, f"task-{index}", index, state, index * 10)
+        for index in range(count)
+    ]
+
+
+def test_chord_is_claimed_by_the_last_part_when_the_size_came_first(
+    backend: ResultBackend,
+) -> None:
+    assert not backend.set_chord_size("group-1", 3).must_fire
+
+    early = [
+        backend.chord_part_done("group-1", "task-2", 2, states.SUCCESS, 20),
+        backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0),
+    ]
+    last = backend.chord_part_done("group-1", "task-1", 1, states.SUCCESS, 10)
+
+    assert [(progress.ready, progress.size, progress.must_fire) for progress in early] == [
+        (1, 3, False),
+        (2, 3, False),
+    ]
+    assert last.must_fire
+    assert (last.ready, last.size) == (3, 3)
+    assert last.results == [0, 10, 20]
+    assert [part.task_id for part in last.parts] == ["task-0", "task-1", "task-2"]
+    assert [part.group_index for part in last.parts] == [0, 1, 2]
+    assert last.first_failure is None
+
+
+def test_chord_is_claimed_by_set_chord_size_when_every_part_came_first(
+    backend: ResultBackend,
+) -> None:
+    parts = report_parts(backend, "group-1", 3)
+
+    progress = backend.set_chord_size("group-1", 3)
+
+    assert not any(part.must_fire for part in parts)
+    assert [part.size for part in parts] == [None, None, None]
+    assert progress.must_fire
+    assert progress.results == [0, 10, 20]
+
+
+def test_duplicate_parts_are_counted_once(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 2)
+    first = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, "first run")
+
+    duplicate = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, "second run")
+    last = backend.chord_part_done("group-1", "task-1", 1, states.SUCCESS, "other")
+
+    assert (first.ready, duplicate.ready) == (1, 1)
+    assert not duplicate.must_fire
+    assert last.must_fire
+    assert last.results == ["first run", "other"]
+
+
+def test_one_task_id_at_two_group_indexes_counts_twice(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 2)
+
+    backend.chord_part_done("group-1", "reused", 0, states.SUCCESS, "a")
+    last = backend.chord_part_done("group-1", "reused", 1, states.SUCCESS, "b")
+
+    assert last.must_fire
+    assert last.results == ["a", "b"]
+
+
+def test_completed_chord_is_claimed_once_while_the_claim_lasts(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 1)
+    claimed = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0)
+
+    redelivered = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0)
+
+    assert claimed.must_fire
+    assert not redelivered.must_fire
+    assert redelivered.ready == 1
+
+
+def test_redelivered_part_claims_again_once_the_claim_ran_out(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 1)
+    lost = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0, claim_expires=0.1)
+    time.sleep(0.2)
+
+    redelivered = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0)
+
+    assert lost.claim is not None
+    assert redelivered.must_fire
+    assert redelivered.claim != lost.claim
+    assert not backend.finish_chord("group-1", lost.claim)
+    assert redelivered.claim is not None
+    assert backend.finish_chord("group-1", redelivered.claim)
+
+
+def test_failed_part_is_reported_to_the_claimant(backend: ResultBackend) -> None:
+    error = {"exc_type": "ValueError", "exc_message": ["bad"], "exc_module": "builtins"}
+    backend.set_chord_size("group-1", 3)
+    backend.chord_part_done("group-1", "task-2", 2, states.FAILURE, error)
+    backend.chord_part_done("group-1", "task-1", 1, states.REVOKED, error)
+
+    last = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0)
+
+    assert last.must_fire
+    assert last.first_failure == ChordPart("task-1", 1, states.REVOKED, error)
+    assert [part.has_failed for part in last.parts] == [False, True, True]
+
+
+def test_add_to_chord_makes_the_chord_wait_for_more_parts(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 2)
+    backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0)
+    backend.add_to_chord("group-1")
+    backend.add_to_chord("group-1", 2)
+
+    not_yet = report_parts(backend, "group-1", 4)
+    last = backend.chord_part_done("group-1", "task-4", 4, states.SUCCESS, 40)
+
+    assert [progress.must_fire for progress in not_yet] == [False] * 4
+    assert not_yet[-1].size == 5
+    assert last.must_fire
+    assert last.results == [0, 10, 20, 30, 40]
+
+
+def test_part_without_a_group_index_comes_last(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 2)
+    backend.chord_part_done("group-1", "replacement", None, states.SUCCESS, "late")
+
+    last = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, "first")
+
+    assert last.results == ["first", "late"]
+    assert [part.group_index for part in last.parts] == [0, None]
+
+
+def test_finished_chord_ignores_late_parts_until_its_size_is_set_again(
+    backend: ResultBackend,
+) -> None:
+    backend.set_chord_size("group-1", 1)
+    claim = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0).claim
+    assert claim is not None
+
+    assert backend.finish_chord("group-1", claim)
+    late = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0)
+    assert late.is_finished
+    assert not late.must_fire
+    assert not backend.finish_chord("group-1", claim)
+
+    backend.set_chord_size("group-1", 1)
+    rerun = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, "again")
+    assert rerun.must_fire
+    assert rerun.results == ["again"]
+
+
+def test_finish_with_a_claim_that_never_held_the_chord_keeps_it(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 2)
+    backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, 0)
+
+    assert not backend.finish_chord("group-1", "not-the-claim")
+    last = backend.chord_part_done("group-1", "task-1", 1, states.SUCCESS, 10)
+
+    assert last.results == [0, 10]
+
+
+def test_empty_chord_is_claimed_by_set_chord_size(backend: ResultBackend) -> None:
+    progress = backend.set_chord_size("group-1", 0)
+
+    assert progress.must_fire
+    assert progress.results == []
+
+
+def test_chords_with_other_group_ids_are_counted_apart(backend: ResultBackend) -> None:
+    backend.set_chord_size("group-1", 1)
+    backend.set_chord_size("group-2", 2)
+
+    other = backend.chord_part_done("group-2", "task-0", 0, states.SUCCESS, "two")
+    mine = backend.chord_part_done("group-1", "task-0", 0, states.SUCCESS, "one")
+
+    assert not other.must_fire
+    assert mine.results == ["one"]
+
+
+REPORTER = """
+import json, sys
+from celeriac.backends import from_url
+
+url, worker, workers, chords, parts = sys.argv[1], *map(int, sys.argv[2:])
+backend = from_url(url)
+print("ready", flush=True)
+sys.stdin.readline()
+fired = []
+for index in range(parts):
+    for chord in range(chords):
+        # Every part is reported by two workers, as a redelivery would.
+        if index % workers in (worker, (worker + 1) % workers):
+            group_id = f"chord-{chord}"
+            progress = backend.chord_part_done(group_id, f"task-{index}", index, "SUCCESS", index)
+            if progress.must_fire:
+                fired.append([chord, progress.results])
+                backend.finish_chord(group_id, progress.claim)
+backend.close()
+print(json.dumps(fired), flush=True)
+"""
+
+
+def test_concurrent_workers_fire_each_chord_exactly_once(
+    backend: ResultBackend, tmp_path: Path
+) -> None:
+    workers, chords, parts = 4, 12, 16
+    sizes_set_late = range(0, chords, 2)
+    for chord in range(chords):
+        if chord not in sizes_set_late:
+            backend.set_chord_size(f"chord-{chord}", parts)
+
+    fired = run_reporters(backend, tmp_path, workers, chords, parts, sizes_set_late)
+
+    assert sorted(chord for chord, _ in fired) == list(range(chords))
+    assert all(results == list(range(parts)) for _, results in fired)
+
+
+def run_reporters(
+    backend: ResultBackend,
+    tmp_path: Path,
+    workers: int,
+    chords: int,
+    parts: int,
+    sizes_set_late: range,
+) -> list[tuple[int, list[Any]]]:
+    """Report every part from ``workers`` processes (threads for memory) at once.
+
+    The sizes of ``sizes_set_late`` are set by this process while the parts arrive.
+    Returns each claim made, by a worker or by ``set_chord_size``, with its results.
+    """
+    fired: list[tuple[int, list[Any]]] = []
+    arguments = (workers, chords, parts)
+    if backend.url.startswith("memory"):
+        start = threading.Event()
+        threads = [
+            threading.Thread(
+                target=report_in_thread, args=(backend, start, fired, worker, *arguments)
+            )
+            for worker in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        start.set()
+        fired += set_sizes(backend, sizes_set_late, parts)
+        for thread in threads:
+            thread.join(timeout=30)
+        return fired
+    with ExitStack() as stack:
+        reporters = [
+            stack.enter_context(reporter_process(backend.url, worker, *arguments))
+            for worker in range(workers)
+        ]
+        for reporter in reporters:
+            assert reporter.stdout is not None
+            assert reporter.stdout.readline() == "ready\n", reporter.communicate()
+        for reporter in reporters:
+            assert reporter.stdin is not None
+            reporter.stdin.write("go\n")
+            reporter.stdin.flush()
+        fired += set_sizes(backend, sizes_set_late, parts)
+        for reporter in reporters:
+            output, errors = reporter.communicate(timeout=30)
+            assert reporter.returncode == 0, errors
+            fired += [(chord, results) for chord, results in json.loads(output)]
+    return fired
+
+
+@contextmanager
+def reporter_process(url: str, *arguments: int) -> Iterator[subprocess.Popen[str]]:
+    """Run ``REPORTER`` in a child that starts on a line on its stdin; kill it by PID after."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", REPORTER, url, *map(str, arguments)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=10)
+
+
+def set_sizes(backend: ResultBackend, chords: range, size: int) -> list[tuple[int, list[Any]]]:
+    fired = []
+    for chord in chords:
+        time.sleep(0.01)
+        progress = backend.set_chord_size(f"chord-{chord}", size)
+        if progress.must_fire:
+            fired.append((chord, progress.results))
+    return fired
+
+
+def report_in_thread(
+    backend: ResultBackend,
+    start: threading.Event,
+    fired: list[tuple[int, list[Any]]],
+    worker: int,
+    workers: int,
+    chords: int,
+    parts: int,
+) -> None:
+    start.wait(timeout=10)
+    for index in range(parts):
+        for chord in range(chords):
+            if index % workers in (worker, (worker + 1) % workers):
+                progress = backend.chord_part_done(
+                    f"chord-{chord}", f"task-{index}", index, states.SUCCESS, index
+                )
+                if progress.claim is not None:
+                    fired.append((chord, progress.results))
+                    backend.finish_chord(f"chord-{chord}", progress.claim)

@@ -384,3 +384,71 @@ def test_sqlalchemy_style_schemes_are_accepted(server_url: str, schema: str, sch
         assert backend.get("task-1") == success_meta("task-1")
     finally:
         backend.close()
+
+
+GROUP_TUPLE = [["g-1", None], [[["t-1", None], None], [["t-2", None], None]]]
+
+
+def test_group_row_is_written_as_celery_57_writes_it(
+    server_url: str, connection: Connection, schema: str
+) -> None:
+    backend = PostgresBackend(server_url, database_table_schemas={"group": schema})
+    try:
+        backend.save_group("g-1", GROUP_TUPLE)
+    finally:
+        backend.close()
+
+    assert columns_of(connection, schema, "celery_tasksetmeta") == {
+        "id": "integer",
+        "taskset_id": "character varying(155)",
+        "result": "bytea",
+        "date_done": "timestamp without time zone",
+    }
+    row = connection.execute(
+        f"SELECT id = (SELECT last_value FROM {schema}.taskset_id_sequence), taskset_id, result,"
+        " abs(extract(epoch FROM (now() AT TIME ZONE 'UTC') - date_done)) < 5"
+        f" FROM {schema}.celery_tasksetmeta"
+    ).fetchone()
+    assert row == (
+        True,
+        "g-1",
+        b'[["g-1", null], [[["t-1", null], null], [["t-2", null], null]]]',
+        True,
+    )
+
+
+def test_group_row_celery_56_pickled_is_restored_when_pickle_is_accepted(
+    server_url: str, connection: Connection, schema: str
+) -> None:
+    backend = PostgresBackend(
+        server_url, accept=["json", "pickle"], database_table_schemas={"group": schema}
+    )
+    try:
+        assert backend.restore_group("g-1") is None
+        connection.execute(
+            f"INSERT INTO {schema}.celery_tasksetmeta (taskset_id, result, date_done)"
+            " VALUES ('g-1', %s, now() AT TIME ZONE 'UTC')",
+            (pickle.dumps(GROUP_TUPLE),),
+        )
+
+        assert backend.restore_group("g-1") == GROUP_TUPLE
+    finally:
+        backend.close()
+
+
+def test_chord_tables_are_our_own_beside_the_group_table(
+    server_url: str, connection: Connection, schema: str
+) -> None:
+    backend = PostgresBackend(server_url, database_table_schemas={"group": schema})
+    try:
+        backend.set_chord_size("g-1", 2)
+        backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5)
+    finally:
+        backend.close()
+
+    chord = connection.execute(f"SELECT group_id, size FROM {schema}.celeriac_chord").fetchall()
+    parts = connection.execute(
+        f"SELECT group_id, task_id, group_index, state, result FROM {schema}.celeriac_chord_part"
+    ).fetchall()
+    assert chord == [("g-1", 2)]
+    assert parts == [("g-1", "t-0", 0, "SUCCESS", b"5")]

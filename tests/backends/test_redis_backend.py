@@ -272,3 +272,113 @@ def test_unix_socket_url_without_a_path_is_refused(url: str) -> None:
 def test_tls_options_on_a_plain_url_are_refused(server_url: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=r"rediss://"):
         from_url(server_url, ssl_cert_reqs="CERT_REQUIRED")
+
+
+# A group Celery 5.7's GroupResult.save stored (wire protocol §7.3), byte for byte.
+CELERY_GROUP_JSON = b'{"result": [["g-1", null], [[["t-1", null], null], [["t-2", null], null]]]}'
+GROUP_TUPLE = [["g-1", None], [[["t-1", None], None], [["t-2", None], None]]]
+
+
+def test_group_is_saved_under_celerys_key_as_celerys_json_and_published(
+    backend: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}_celery-taskset-meta-g-1"
+    with client.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+        pubsub.subscribe(key)
+        assert pubsub.get_message(timeout=5) is not None
+
+        backend.save_group("g-1", GROUP_TUPLE)
+
+        published = pubsub.get_message(timeout=5)
+    assert client.get(key) == CELERY_GROUP_JSON
+    assert 86000 < client.ttl(key) <= 86400
+    assert published is not None
+    assert published["data"] == CELERY_GROUP_JSON
+
+
+def test_group_celery_saved_is_restored(
+    backend: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    client.set(f"{prefix}_celery-taskset-meta-g-1", CELERY_GROUP_JSON, ex=60)
+
+    assert backend.restore_group("g-1") == GROUP_TUPLE
+
+
+def test_chord_keys_are_celery_57s(backend: RedisBackend, client: redis.Redis, prefix: str) -> None:
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    backend.set_chord_size("g-1", 3)
+    backend.add_to_chord("g-1")
+    backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5)
+    backend.chord_part_done("g-1", "t-1", 1, "FAILURE", {"exc_type": "KeyError"})
+
+    assert client.get(f"{chord}.s") == b"3"
+    assert client.get(f"{chord}.t") == b"1"
+    assert client.zrange(f"{chord}.j", 0, -1, withscores=True) == [
+        (b'[1, "t-0", "SUCCESS", 5]', 0.0),
+        (b'[1, "t-1", "FAILURE", {"exc_type": "KeyError"}]', 1.0),
+    ]
+    assert client.smembers(f"{chord}.d") == {b"t-0:0", b"t-1:1"}
+    assert all(
+        86000 < client.ttl(f"{chord}{suffix}") <= 86400 for suffix in (".s", ".j", ".d", ".t")
+    )
+
+
+def test_finished_chord_leaves_celerys_done_marker(
+    backend: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    backend.set_chord_size("g-1", 1)
+    claim = backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5).claim
+    assert claim is not None
+    assert client.get(f"{chord}.c") == claim.encode()
+
+    assert backend.finish_chord("g-1", claim)
+
+    assert client.get(f"{chord}.c") == b"done"
+    assert 290 < client.ttl(f"{chord}.c") <= 300
+    assert not any(client.exists(f"{chord}{suffix}") for suffix in (".s", ".j", ".d", ".t"))
+
+
+def celery_chord_part_done(
+    client: redis.Redis, chord: str, task_id: str, group_index: int, result: object
+) -> list[object]:
+    """Record a header result exactly as a Celery 5.7 worker does, with Celery's own script."""
+    celery_redis = pytest.importorskip("celery.backends.redis")
+    script = client.register_script(celery_redis.CHORD_PART_RETURN_LUA)
+    value = json.dumps([1, task_id, "SUCCESS", result])
+    keys = [f"{chord}{suffix}" for suffix in (".j", ".t", ".s", ".d", "", ".c")]
+    reply: list[object] = script(
+        keys, [task_id, value, 1, group_index, 86400, 86400, 6, uuid.uuid4().hex]
+    )
+    return reply
+
+
+def test_celery_and_celeriac_workers_share_one_chord(
+    backend: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    backend.set_chord_size("g-1", 4)
+    celery_chord_part_done(client, chord, "t-2", 2, "from celery")
+    backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", "from celeriac")
+    duplicate = celery_chord_part_done(client, chord, "t-0", 0, "again from celery")
+    celery_chord_part_done(client, chord, "t-3", 3, "from celery")
+
+    last = backend.chord_part_done("g-1", "t-1", 1, "SUCCESS", "from celeriac")
+
+    assert duplicate[0] == 2
+    assert last.must_fire
+    assert last.results == ["from celeriac", "from celeriac", "from celery", "from celery"]
+
+
+def test_celery_worker_claims_a_chord_celeriac_workers_started(
+    backend: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    backend.set_chord_size("g-1", 2)
+    backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 0)
+
+    ready, _, size, claimed = celery_chord_part_done(client, chord, "t-1", 1, 1)
+    redelivered = backend.chord_part_done("g-1", "t-1", 1, "SUCCESS", 1)
+
+    assert (ready, size, claimed) == (2, b"2", 1)
+    assert not redelivered.must_fire

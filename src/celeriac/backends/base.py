@@ -3,16 +3,90 @@
 A backend stores result-meta dicts (built by ``celeriac.protocol.result_meta``) under a
 task id and gives them back. It must never overwrite a stored SUCCESS (wire protocol
 §7.1), and ``wait`` returns as soon as a ready state is stored.
+
+It also keeps saved group results (``GroupResult.save``) and the counter of each chord
+(wire protocol §7.3): the worker that finishes a header task reports it with
+``chord_part_done``, the client reports the header's size with ``set_chord_size``, and
+whichever of those events completes the chord hands its caller a claim, to exactly one
+caller among all processes. The claimant sends the body with the header results in
+``group_index`` order, then calls ``finish_chord``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from celeriac.exceptions import OperationalError
+from celeriac.states import PROPAGATE_STATES
 
 Meta = dict[str, Any]
+
+ResultTuple = list[Any]
+"""A result in Celery's tuple form (wire protocol §7.1): ``[[group_id, parent], [members]]``."""
+
+CHORD_CLAIM_EXPIRES = 6.0
+"""Seconds a chord claim lasts, as Celery 5.7's (twice its 3 s join timeout).
+
+A claim that runs out before ``finish_chord`` lets a redelivered header task claim the
+chord again: that is how a chord whose claimant died still fires its body.
+"""
+
+CHORD_DONE_EXPIRES = 300.0
+"""Seconds a finished chord ignores late header results, as Celery 5.7's ``.c`` "done"."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChordPart:
+    """One finished header task, as the chord counter recorded it.
+
+    ``result`` is the stored form (an exception is its ``exc_type`` dict), and
+    ``group_index`` is None for a header task that was sent without one.
+    """
+
+    task_id: str
+    group_index: int | None
+    state: str
+    result: Any
+
+    @property
+    def has_failed(self) -> bool:
+        """True if the state fails the chord (FAILURE or REVOKED)."""
+        return self.state in PROPAGATE_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class ChordProgress:
+    """What a chord counter knows after one reported event.
+
+    ``size`` is the header size set by the client plus what ``add_to_chord`` added, or
+    None while the client has not set it. ``claim`` is set for the one caller that must
+    send the body; only that caller gets ``parts``, every recorded header result in
+    ``group_index`` order. ``is_finished`` says the chord already fired and was cleaned
+    up, so the event was ignored (a late redelivery).
+    """
+
+    ready: int
+    size: int | None
+    claim: str | None = None
+    parts: tuple[ChordPart, ...] = ()
+    is_finished: bool = False
+
+    @property
+    def must_fire(self) -> bool:
+        """True for the caller that must send the body, then call ``finish_chord``."""
+        return self.claim is not None
+
+    @property
+    def results(self) -> list[Any]:
+        """The header results, in ``group_index`` order: the body's first argument."""
+        return [part.result for part in self.parts]
+
+    @property
+    def first_failure(self) -> ChordPart | None:
+        """The failed header task of lowest ``group_index``, which fails the chord."""
+        return next((part for part in self.parts if part.has_failed), None)
 
 
 class BackendError(OperationalError):
@@ -47,6 +121,61 @@ class ResultBackend(Protocol):
 
     def cleanup(self) -> int:
         """Delete results older than ``result_expires``; return how many."""
+        ...
+
+    def save_group(self, group_id: str, result: ResultTuple) -> None:
+        """Store a group's result tuple, as ``GroupResult.save`` does, replacing any stored."""
+        ...
+
+    def restore_group(self, group_id: str) -> ResultTuple | None:
+        """Return the group's saved result tuple, or None if none is (still) stored."""
+        ...
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete the group's saved result tuple."""
+        ...
+
+    def set_chord_size(
+        self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
+    ) -> ChordProgress:
+        """Record how many header results the chord waits for; the client calls it once.
+
+        Setting the size starts a new run of the chord: it drops a finished or claimed
+        state that an earlier run with the same group id left. When every header task
+        has already reported, the returned progress claims the chord for the caller.
+        """
+        ...
+
+    def add_to_chord(self, group_id: str, count: int = 1) -> None:
+        """Make the chord wait for ``count`` more header results (Celery's ``.t``)."""
+        ...
+
+    def chord_part_done(
+        self,
+        group_id: str,
+        task_id: str,
+        group_index: int | None,
+        state: str,
+        result: Any,
+        *,
+        claim_expires: float = CHORD_CLAIM_EXPIRES,
+    ) -> ChordProgress:
+        """Record a finished header task, atomically, and claim the chord if it completes.
+
+        A worker calls it after storing the task's own result, with the stored state
+        and result (an exception in its stored dict form). A second report of the same
+        ``(task_id, group_index)`` is counted once. Among all concurrent callers, the
+        one whose event completes the chord gets the claim; nobody else does while the
+        claim lasts ``claim_expires`` seconds.
+        """
+        ...
+
+    def finish_chord(self, group_id: str, claim: str) -> bool:
+        """Delete the chord's parts and counters once its body is sent; mark it finished.
+
+        Returns False, and deletes nothing, when ``claim`` no longer holds the chord
+        (it ran out and another caller may have claimed it).
+        """
         ...
 
     def close(self) -> None:

@@ -16,8 +16,15 @@ serializer cannot decode and that is a pickle is unpickled, but only when ``pick
 ``accept``, so a Celery 5.6 table is read with ``accept_content=["json", "pickle"]``.
 Celery 5.6 readers cannot read rows this backend writes.
 
-Past the 400-line soft limit (about 530): the column mapping, the pool and LISTEN/NOTIFY
-are one unit, and splitting the pool out would leave a module with a single user.
+Saved groups go in Celery's ``celery_tasksetmeta`` (``id`` from ``taskset_id_sequence``,
+``taskset_id``, ``result`` as the serializer's bytes of the result tuple, ``date_done``);
+they expire, like Celery's rows, ``result_expires`` after ``date_done``. Chord counters
+live in the tables of ``chord_table``, in the group table's schema; each report is one
+transaction that locks the chord's row.
+
+Past the 400-line soft limit (about 730): the column mapping, the pool and LISTEN/NOTIFY
+are one unit, and splitting the pool out would leave a module with a single user; the
+chord statements are already apart, in ``chord_table``.
 
 Two columns of our own, which Celery's ORM ignores: ``celeriac_meta`` holds what the
 Celery columns cannot (``group_id``, ``parent_id``, stamps, the field list) with the status
@@ -33,6 +40,7 @@ for writers that do not notify, such as Celery's own backend.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import pickle
@@ -40,14 +48,22 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from celeriac import serialization
 from celeriac.backends import accepted_content_types
-from celeriac.backends.base import BackendError, Meta
+from celeriac.backends.base import (
+    CHORD_CLAIM_EXPIRES,
+    BackendError,
+    ChordPart,
+    ChordProgress,
+    Meta,
+    ResultTuple,
+)
+from celeriac.backends.chord_table import CHORD_TABLE, PART_TABLE, ChordTables, Execute
 from celeriac.exceptions import ContentDisallowed, DecodeError, ImproperlyConfigured, TimeoutError
 from celeriac.protocol.result_meta import EXTENDED_FIELDS
 from celeriac.states import READY_STATES
@@ -55,6 +71,8 @@ from celeriac.transports import redact_url
 
 TASK_TABLE = "celery_taskmeta"
 TASK_SEQUENCE = "task_id_sequence"
+GROUP_TABLE = "celery_tasksetmeta"
+GROUP_SEQUENCE = "taskset_id_sequence"
 
 # SQLAlchemy-style schemes name a driver; psycopg 3 serves them all, psycopg2 URLs too.
 _SCHEMES = (
@@ -101,7 +119,14 @@ _IDS_PER_QUERY = 5000
 # Stands for a meta field that has no column, where None would be a value.
 _MISSING = object()
 
+# A group saved at or before this is expired; a NULL result_expires keeps every group.
+_GROUP_EXPIRED = sql.SQL(
+    "(%(expires)s::float8 IS NOT NULL"
+    " AND date_done <= (now() AT TIME ZONE 'UTC') - %(expires)s * interval '1 second')"
+)
+
 _Row = tuple[Any, ...]
+_T = TypeVar("_T")
 Connection = psycopg.Connection[_Row]
 
 
@@ -111,8 +136,8 @@ class PostgresBackend:
     Thread-safe through a small pool: each call borrows an autocommitted connection and
     gives it back, and ``wait`` keeps one for as long as it listens. Fork-safe: a child
     process never touches its parent's connections. Options: ``database_table_names``
-    and ``database_table_schemas`` (``{"task": ...}``, as Celery's settings of those
-    names), ``database_create_tables_at_setup``, ``connect_timeout`` and
+    and ``database_table_schemas`` (``{"task": ..., "group": ...}``, as Celery's settings
+    of those names), ``database_create_tables_at_setup``, ``connect_timeout`` and
     ``max_idle_connections``; others are ignored, as Celery ignores transport options a
     backend has no use for.
     """
@@ -144,6 +169,16 @@ class PostgresBackend:
         self.max_idle_connections = max_idle_connections
         self._table = sql.Identifier(*filter(None, (self.schema, self.table_name)))
         self._sequence = sql.Identifier(*filter(None, (self.schema, TASK_SEQUENCE)))
+        group_schema = (database_table_schemas or {}).get("group")
+        group_table = (database_table_names or {}).get("group") or GROUP_TABLE
+        self._group_table = sql.Identifier(*filter(None, (group_schema, group_table)))
+        self._group_sequence = sql.Identifier(*filter(None, (group_schema, GROUP_SEQUENCE)))
+        self._chords = ChordTables(
+            sql.Identifier(*filter(None, (group_schema, CHORD_TABLE))).as_string(),
+            sql.Identifier(*filter(None, (group_schema, PART_TABLE))).as_string(),
+            placeholder="%s",
+            blob="bytea",
+        )
         self._channel = ""
         self._idle: list[Connection] = []
         self._inherited: list[Connection] = []
@@ -223,7 +258,7 @@ class PostgresBackend:
         self._execute(query, lambda: (task_id,))
 
     def cleanup(self) -> int:
-        """Delete expired results; return how many.
+        """Delete expired results, saved groups and chord counters; return how many results.
 
         Rows a Celery worker wrote (no ``celeriac_meta``) expire as Celery's cleanup
         expires them: ``date_done`` older than ``result_expires``.
@@ -234,7 +269,95 @@ class PostgresBackend:
             " AND date_done < (now() AT TIME ZONE 'UTC') - %s * interval '1 second')"
         ).format(table=self._table)
         _, deleted = self._execute(query, lambda: (self.expires, self.expires))
-        return deleted
+        groups = sql.SQL("DELETE FROM {table} WHERE {expired}").format(
+            table=self._group_table, expired=_GROUP_EXPIRED
+        )
+        _, deleted_groups = self._execute(groups, lambda: {"expires": self.expires})
+        now = time.time()
+        self._in_transaction(lambda execute: self._chords.delete_expired(execute, now=now))
+        return deleted + deleted_groups
+
+    def save_group(self, group_id: str, result: ResultTuple) -> None:
+        """Store the group's result tuple in ``celery_tasksetmeta``, replacing any stored."""
+        query = sql.SQL(
+            "INSERT INTO {table} (id, taskset_id, result, date_done)"
+            " VALUES (nextval({sequence}), %s, %s, now() AT TIME ZONE 'UTC')"
+            " ON CONFLICT (taskset_id) DO UPDATE"
+            " SET result = excluded.result, date_done = excluded.date_done"
+        ).format(table=self._group_table, sequence=sql.Literal(self._group_sequence.as_string()))
+        self._execute(query, lambda: (group_id, self._encode(result)))
+
+    def restore_group(self, group_id: str) -> ResultTuple | None:
+        """Return the group's saved result tuple, or None if none is live."""
+        query = sql.SQL(
+            "SELECT result FROM {table} WHERE taskset_id = %(group_id)s AND NOT {expired}"
+        ).format(table=self._group_table, expired=_GROUP_EXPIRED)
+        rows, _ = self._execute(query, lambda: {"group_id": group_id, "expires": self.expires})
+        if not rows:
+            return None
+        result: ResultTuple = self._decode_column(rows[0][0])
+        return result
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete the group's saved result tuple."""
+        query = sql.SQL("DELETE FROM {table} WHERE taskset_id = %s").format(table=self._group_table)
+        self._execute(query, lambda: (group_id,))
+
+    def set_chord_size(
+        self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
+    ) -> ChordProgress:
+        """Set the chord's size; claim the chord if every header task already reported."""
+        now = time.time()
+        progress = self._in_transaction(
+            lambda execute: self._chords.set_size(
+                execute,
+                group_id,
+                size,
+                now=now,
+                expires_at=self._expires_at(now),
+                claim_expires=claim_expires,
+            )
+        )
+        return self._decode_parts(progress)
+
+    def add_to_chord(self, group_id: str, count: int = 1) -> None:
+        """Make the chord wait for ``count`` more header results."""
+        expires_at = self._expires_at(time.time())
+        self._in_transaction(
+            lambda execute: self._chords.add(execute, group_id, count, expires_at=expires_at)
+        )
+
+    def chord_part_done(
+        self,
+        group_id: str,
+        task_id: str,
+        group_index: int | None,
+        state: str,
+        result: Any,
+        *,
+        claim_expires: float = CHORD_CLAIM_EXPIRES,
+    ) -> ChordProgress:
+        """Record a finished header task; claim the chord if this completes it."""
+        part = ChordPart(task_id, group_index, state, self._encode(result))
+        now = time.time()
+        progress = self._in_transaction(
+            lambda execute: self._chords.record_part(
+                execute,
+                group_id,
+                part,
+                now=now,
+                expires_at=self._expires_at(now),
+                claim_expires=claim_expires,
+            )
+        )
+        return self._decode_parts(progress)
+
+    def finish_chord(self, group_id: str, claim: str) -> bool:
+        """Drop the chord's parts and counters if ``claim`` still holds it."""
+        now = time.time()
+        return self._in_transaction(
+            lambda execute: self._chords.finish(execute, group_id, claim, now=now)
+        )
 
     def close(self) -> None:
         """Close the idle connections; a later call opens new ones."""
@@ -258,7 +381,7 @@ class PostgresBackend:
         self._has_table = False
 
     def _execute(
-        self, query: sql.Composed, parameters: Callable[[], Sequence[Any]]
+        self, query: sql.Composed, parameters: Callable[[], Sequence[Any] | Mapping[str, Any]]
     ) -> tuple[list[_Row], int]:
         """Run one statement; return its rows and row count.
 
@@ -277,6 +400,45 @@ class PostgresBackend:
                     continue
                 return (cursor.fetchall() if cursor.description else []), cursor.rowcount
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _in_transaction(self, work: Callable[[Execute], _T]) -> _T:
+        """Run ``work`` in one transaction; return what it returns.
+
+        A pooled connection found dropped at BEGIN is replaced once, as in ``_execute``;
+        past BEGIN nothing is retried, since a commit may have happened.
+        """
+        for attempt in (1, 2):
+            with self._connection() as connection:
+                try:
+                    connection.execute("BEGIN")
+                except psycopg.OperationalError:
+                    if attempt == 2:
+                        raise
+                    connection.close()
+                    continue
+
+                def execute(query: str, parameters: Sequence[Any]) -> list[_Row]:
+                    cursor = connection.execute(query, parameters)
+                    return cursor.fetchall() if cursor.description else []
+
+                try:
+                    outcome = work(execute)
+                    connection.execute("COMMIT")
+                finally:
+                    if _is_in_transaction(connection):
+                        connection.execute("ROLLBACK")
+                return outcome
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _expires_at(self, now: float) -> float | None:
+        return None if self.expires is None else now + self.expires
+
+    def _decode_parts(self, progress: ChordProgress) -> ChordProgress:
+        parts = tuple(
+            dataclasses.replace(part, result=self._decode_column(part.result))
+            for part in progress.parts
+        )
+        return dataclasses.replace(progress, parts=parts)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -323,6 +485,7 @@ class PostgresBackend:
             connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (qualified,))
             if self.create_tables:
                 self._create_table(connection)
+                self._create_group_tables(connection)
             found = connection.execute("SELECT to_regclass(%s)::oid", (qualified,)).fetchone()
             if found is None or found[0] is None:
                 raise ImproperlyConfigured(
@@ -332,6 +495,28 @@ class PostgresBackend:
         with self._lock:
             self._channel = f"celeriac_results_{found[0]}"
             self._has_table = True
+
+    def _create_group_tables(self, connection: Connection) -> None:
+        """Create Celery's group table and the chord counter's tables."""
+        connection.execute(
+            sql.SQL("CREATE SEQUENCE IF NOT EXISTS {0}").format(self._group_sequence)
+        )
+        connection.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {table} ("
+                " id integer NOT NULL DEFAULT nextval({sequence}) PRIMARY KEY,"
+                " taskset_id varchar(155) UNIQUE, result bytea, date_done timestamp)"
+            ).format(
+                table=self._group_table,
+                sequence=sql.Literal(self._group_sequence.as_string()),
+            )
+        )
+
+        def execute(query: str, parameters: Sequence[Any]) -> list[_Row]:
+            connection.execute(query, parameters)
+            return []
+
+        self._chords.create(execute)
 
     def _create_table(self, connection: Connection) -> None:
         connection.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {0}").format(self._sequence))
@@ -516,6 +701,12 @@ def connection_url(url: str) -> str:
 
 class _ListenerLost(Exception):
     """The connection ``wait`` listened on broke; listening starts again on a new one."""
+
+
+def _is_in_transaction(connection: Connection) -> bool:
+    status = connection.info.transaction_status
+    in_transaction = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
+    return not connection.closed and status in in_transaction
 
 
 def _parse_date(value: Any) -> datetime.datetime | None:

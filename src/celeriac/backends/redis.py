@@ -13,6 +13,13 @@ A stored SUCCESS is never overwritten: ``store`` reads the key under WATCH and w
 MULTI/EXEC, retrying when another writer got in between. WATCH, not a Lua script, because
 the check has to decode the stored value and Lua cannot read pickle or YAML.
 
+Saved groups and chord counters are Celery 5.7's too (wire protocol §7.3): a group is
+``celery-taskset-meta-<group_id>`` holding ``{"result": <result tuple>}``, and a chord's
+counter lives in that key's ``.j``, ``.s``, ``.t``, ``.d`` and ``.c`` siblings, changed
+only by the Lua scripts in ``redis_scripts/``, so Celery and celeriac workers can finish
+header tasks of one chord and exactly one of them sends the body. Only Celery's default
+ordered join (a sorted set) is supported, not ``result_chord_ordered=False``.
+
 ``redis+socket:///path/to/redis.sock?virtual_host=1`` names a Unix socket and database,
 as in Celery. ``global_keyprefix`` may also be given in the URL's query string, a
 celeriac extension that lets one URL carry a private key space.
@@ -20,9 +27,12 @@ celeriac extension that lets one URL carry a private key space.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -31,12 +41,21 @@ import redis.client
 
 from celeriac import serialization
 from celeriac.backends import accepted_content_types
-from celeriac.backends.base import BackendError, Meta
+from celeriac.backends.base import (
+    CHORD_CLAIM_EXPIRES,
+    CHORD_DONE_EXPIRES,
+    BackendError,
+    ChordPart,
+    ChordProgress,
+    Meta,
+    ResultTuple,
+)
 from celeriac.exceptions import DecodeError, ImproperlyConfigured, TimeoutError
 from celeriac.states import READY_STATES, SUCCESS
 from celeriac.transports import redact_url
 
 TASK_KEY_PREFIX = "celery-task-meta-"
+GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
 # Characters after which Celery adds no "_" between global_keyprefix and its own prefixes.
 _PREFIX_SEPARATORS = ":_-."
@@ -93,6 +112,7 @@ class RedisBackend:
         self._codec = serialization.get_codec(serializer)
         client_url, url_keyprefix = _client_url(url)
         self.key_prefix = task_key_prefix(global_keyprefix or url_keyprefix)
+        self.group_key_prefix = group_key_prefix(global_keyprefix or url_keyprefix)
         connection_options = _connection_options(client_url, options)
         try:
             pool = redis.ConnectionPool.from_url(client_url, **connection_options)
@@ -101,10 +121,17 @@ class RedisBackend:
                 f"bad Redis result backend URL {redact_url(url)!r}: {exc}"
             ) from exc
         self._client = redis.Redis(connection_pool=pool)
+        self._chord_part_done = self._client.register_script(_script_source("chord_part_done"))
+        self._chord_size = self._client.register_script(_script_source("chord_size"))
+        self._chord_finish = self._client.register_script(_script_source("chord_finish"))
 
     def key_for(self, task_id: str) -> str:
         """Return the key (and pub/sub channel) of the task's result."""
         return f"{self.key_prefix}{task_id}"
+
+    def group_key_for(self, group_id: str, suffix: str = "") -> str:
+        """Return the key of the group's saved result, or with ``suffix`` a chord key."""
+        return f"{self.group_key_prefix}{group_id}{suffix}"
 
     def store(self, task_id: str, meta: Meta) -> None:
         """Store ``meta`` and publish it, unless SUCCESS is already stored."""
@@ -178,9 +205,123 @@ class RedisBackend:
         """Return 0: Redis deletes each result itself when its TTL runs out."""
         return 0
 
+    def save_group(self, group_id: str, result: ResultTuple) -> None:
+        """Store the group's result tuple and publish it, as ``GroupResult.save`` does."""
+        _, _, body = serialization.dumps({"result": result}, serializer=self.serializer)
+        key = self.group_key_for(group_id)
+        with self._errors_as_backend_error(), self._client.pipeline() as pipeline:
+            pipeline.set(key, body, px=self._expires_ms() or None)
+            pipeline.publish(key, body)
+            pipeline.execute()
+
+    def restore_group(self, group_id: str) -> ResultTuple | None:
+        """Return the group's saved result tuple, or None if none is stored."""
+        with self._errors_as_backend_error():
+            body = _as_bytes(self._client.get(self.group_key_for(group_id)))
+        if body is None:
+            return None
+        result: ResultTuple = self._decode(body)["result"]
+        return result
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete the group's saved result tuple."""
+        with self._errors_as_backend_error():
+            self._client.delete(self.group_key_for(group_id))
+
+    def set_chord_size(
+        self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
+    ) -> ChordProgress:
+        """Set ``.s`` and drop ``.c``; claim the chord if every header task already reported."""
+        keys = [self.group_key_for(group_id, suffix) for suffix in (".s", ".c", ".j", ".t")]
+        token = uuid.uuid4().hex
+        arguments: list[int | str] = [size, self._expires_ms(), _milliseconds(claim_expires), token]
+        with self._errors_as_backend_error():
+            ready, total_diff, claimed, scored = self._chord_size(keys, arguments)
+        return self._progress(ready, size, total_diff, claimed, token, scored)
+
+    def add_to_chord(self, group_id: str, count: int = 1) -> None:
+        """Add ``count`` to the chord's ``.t``, the header results expected past ``.s``."""
+        key = self.group_key_for(group_id, ".t")
+        with self._errors_as_backend_error(), self._client.pipeline() as pipeline:
+            pipeline.incrby(key, count)
+            if self.expires is not None:
+                pipeline.pexpire(key, self._expires_ms())
+            pipeline.execute()
+
+    def chord_part_done(
+        self,
+        group_id: str,
+        task_id: str,
+        group_index: int | None,
+        state: str,
+        result: Any,
+        *,
+        claim_expires: float = CHORD_CLAIM_EXPIRES,
+    ) -> ChordProgress:
+        """Record the header result in ``.j`` with ``chord_part_done.lua``; claim if complete."""
+        _, _, value = serialization.dumps([1, task_id, state, result], serializer=self.serializer)
+        suffixes = (".j", ".t", ".s", ".d", "", ".c")
+        keys = [self.group_key_for(group_id, suffix) for suffix in suffixes]
+        token = uuid.uuid4().hex
+        score: int | str = "+inf" if group_index is None else group_index
+        expires = self._expires_ms()
+        arguments: list[bytes | int | str] = [
+            task_id,
+            value,
+            score,
+            expires,
+            expires,
+            _milliseconds(claim_expires),
+            token,
+        ]
+        with self._errors_as_backend_error():
+            ready, total_diff, size, claimed, scored = self._chord_part_done(keys, arguments)
+        if ready == -1:
+            return ChordProgress(0, None, is_finished=True)
+        return self._progress(ready, size, total_diff, claimed, token, scored)
+
+    def finish_chord(self, group_id: str, claim: str) -> bool:
+        """Delete ``.j .t .s .d`` and set ``.c`` to "done" if ``claim`` still holds it."""
+        keys = [self.group_key_for(group_id, suffix) for suffix in (".c", ".j", ".t", ".s", ".d")]
+        with self._errors_as_backend_error():
+            cleaned = self._chord_finish(keys, [claim, _milliseconds(CHORD_DONE_EXPIRES)])
+        return bool(cleaned)
+
     def close(self) -> None:
         """Close the pool's connections; a later call opens new ones."""
         self._client.connection_pool.disconnect()
+
+    def _expires_ms(self) -> int:
+        """Return ``result_expires`` in milliseconds for the scripts, 0 for never."""
+        return 0 if self.expires is None else _milliseconds(self.expires)
+
+    def _progress(
+        self,
+        ready: int,
+        size: bytes | int | None,
+        total_diff: bytes | None,
+        claimed: int,
+        token: str,
+        scored: Sequence[bytes],
+    ) -> ChordProgress:
+        """Build the progress a script reported; ``scored`` alternates members and scores."""
+        expected = None if size is None else int(size) + int(total_diff or 0)
+        if not claimed:
+            return ChordProgress(ready, expected)
+        parts = tuple(
+            self._decode_part(member, score)
+            for member, score in zip(scored[::2], scored[1::2], strict=True)
+        )
+        return ChordProgress(ready, expected, token, parts)
+
+    def _decode_part(self, member: bytes, score: bytes) -> ChordPart:
+        """Decode a ``.j`` member, ``[1, task_id, state, result]`` as Celery writes it."""
+        decoded = serialization.loads(
+            member, self._codec.content_type, self._codec.content_encoding, accept=self.accept
+        )
+        _, task_id, state, result = decoded
+        group_index = None if score in (b"inf", b"+inf") else int(float(score))
+        return ChordPart(task_id, group_index, state, result)
 
     def _wait_subscribed(self, key: str, deadline: float | None, interval: float) -> Meta:
         pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
@@ -249,11 +390,31 @@ class RedisBackend:
 
 def task_key_prefix(global_keyprefix: str | None) -> str:
     """Return the prefix of task result keys, after ``global_keyprefix`` as Celery joins it."""
+    return _with_global_keyprefix(global_keyprefix, TASK_KEY_PREFIX)
+
+
+def group_key_prefix(global_keyprefix: str | None) -> str:
+    """Return the prefix of group and chord keys, after ``global_keyprefix``."""
+    return _with_global_keyprefix(global_keyprefix, GROUP_KEY_PREFIX)
+
+
+def _with_global_keyprefix(global_keyprefix: str | None, prefix: str) -> str:
     if not global_keyprefix:
-        return TASK_KEY_PREFIX
+        return prefix
     if global_keyprefix[-1] not in _PREFIX_SEPARATORS:
         global_keyprefix += "_"
-    return f"{global_keyprefix}{TASK_KEY_PREFIX}"
+    return f"{global_keyprefix}{prefix}"
+
+
+@functools.cache
+def _script_source(name: str) -> str:
+    """Read a Lua script shipped in ``redis_scripts/``."""
+    path = resources.files("celeriac.backends").joinpath(f"redis_scripts/{name}.lua")
+    return path.read_text(encoding="utf-8")
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _client_url(url: str) -> tuple[str, str | None]:

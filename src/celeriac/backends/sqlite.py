@@ -5,10 +5,16 @@ be the one the SQLite transport uses: this backend keeps to its own table, runs 
 with a busy timeout, and gives each thread its own connection, reopened after a fork.
 Waiters sleep on a cross-process ``Wakeup`` that ``store`` pokes after each ready state,
 in a directory beside the database file and distinct from the transport's.
+
+Saved groups go in Celery's ``celery_tasksetmeta`` table layout (wire protocol §7.4), with
+``date_done`` as SQLAlchemy writes a SQLite ``DATETIME``. Chord counters live in the tables
+of ``chord_table``, changed in ``BEGIN IMMEDIATE`` transactions.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import os
 import sqlite3
 import threading
@@ -22,12 +28,21 @@ from typing import Any
 
 from celeriac import serialization
 from celeriac.backends import accepted_content_types
-from celeriac.backends.base import BackendError, Meta
+from celeriac.backends.base import (
+    CHORD_CLAIM_EXPIRES,
+    BackendError,
+    ChordPart,
+    ChordProgress,
+    Meta,
+    ResultTuple,
+)
+from celeriac.backends.chord_table import CHORD_TABLE, PART_TABLE, ChordTables, Execute
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
 from celeriac.states import READY_STATES
 from celeriac.transports.wakeup import Wakeup
 
 TABLE = "celeriac_taskmeta"
+GROUP_TABLE = "celery_tasksetmeta"
 WAKE_SUFFIX = ".results.wake"
 
 _SCHEMA = f"""
@@ -56,6 +71,29 @@ ON CONFLICT (task_id) DO UPDATE SET
     expires_at = excluded.expires_at
 WHERE {TABLE}.status != 'SUCCESS' OR {TABLE}.expires_at <= excluded.date_done
 """
+
+_GROUP_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {GROUP_TABLE} (
+    id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    taskset_id VARCHAR(155) UNIQUE,
+    result BLOB,
+    date_done DATETIME
+)
+"""
+_SAVE_GROUP = f"""
+INSERT INTO {GROUP_TABLE} (taskset_id, result, date_done) VALUES (?, ?, ?)
+ON CONFLICT (taskset_id) DO UPDATE SET result = excluded.result, date_done = excluded.date_done
+"""
+# A NULL cut-off (no result_expires) keeps every group.
+_RESTORE_GROUP = f"""
+SELECT result FROM {GROUP_TABLE} WHERE taskset_id = :group_id
+AND (:cutoff IS NULL OR date_done > :cutoff)
+"""
+_DELETE_GROUP = f"DELETE FROM {GROUP_TABLE} WHERE taskset_id = ?"
+_DELETE_EXPIRED_GROUPS = f"DELETE FROM {GROUP_TABLE} WHERE date_done <= ?"
+
+# How SQLAlchemy stores a DateTime in SQLite; the fixed width makes text order time order.
+_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SELECT = f"SELECT task_id, status, meta, content_type, content_encoding FROM {TABLE}"
@@ -106,6 +144,7 @@ class SQLiteBackend:
         self.expires = expires or None
         self.busy_timeout = busy_timeout
         self._wakeup = Wakeup(Path(f"{self.path}{WAKE_SUFFIX}"))
+        self._chords = ChordTables(CHORD_TABLE, PART_TABLE, placeholder="?", blob="BLOB")
         self._start_process()
 
     def store(self, task_id: str, meta: Meta) -> None:
@@ -167,10 +206,92 @@ class SQLiteBackend:
             self._connection().execute(_DELETE_ONE, (task_id,))
 
     def cleanup(self) -> int:
-        """Delete expired results; return how many."""
+        """Delete expired results, saved groups and chord counters; return how many results."""
+        now = time.time()
+        with self._transaction() as execute:
+            self._chords.delete_expired(execute, now=now)
         with self._errors_as_backend_error():
-            deleted: int = self._connection().execute(_DELETE_EXPIRED, (time.time(),)).rowcount
+            connection = self._connection()
+            deleted: int = connection.execute(_DELETE_EXPIRED, (now,)).rowcount
+            if self.expires is not None:
+                cutoff = _format_date(now - self.expires)
+                deleted += connection.execute(_DELETE_EXPIRED_GROUPS, (cutoff,)).rowcount
         return deleted
+
+    def save_group(self, group_id: str, result: ResultTuple) -> None:
+        """Store the group's result tuple in ``celery_tasksetmeta``, replacing any stored."""
+        body = serialization.dumps(result, serializer=self.serializer)[2]
+        with self._errors_as_backend_error():
+            self._connection().execute(_SAVE_GROUP, (group_id, body, _format_date(time.time())))
+
+    def restore_group(self, group_id: str) -> ResultTuple | None:
+        """Return the group's saved result tuple, or None if none is live."""
+        cutoff = None if self.expires is None else _format_date(time.time() - self.expires)
+        with self._errors_as_backend_error():
+            row = (
+                self._connection()
+                .execute(_RESTORE_GROUP, {"group_id": group_id, "cutoff": cutoff})
+                .fetchone()
+            )
+        if row is None:
+            return None
+        result: ResultTuple = self._decode_value(row[0])
+        return result
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete the group's saved result tuple."""
+        with self._errors_as_backend_error():
+            self._connection().execute(_DELETE_GROUP, (group_id,))
+
+    def set_chord_size(
+        self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
+    ) -> ChordProgress:
+        """Set the chord's size; claim the chord if every header task already reported."""
+        now = time.time()
+        with self._transaction() as execute:
+            progress = self._chords.set_size(
+                execute,
+                group_id,
+                size,
+                now=now,
+                expires_at=self._expires_at(now),
+                claim_expires=claim_expires,
+            )
+        return self._decode_parts(progress)
+
+    def add_to_chord(self, group_id: str, count: int = 1) -> None:
+        """Make the chord wait for ``count`` more header results."""
+        with self._transaction() as execute:
+            self._chords.add(execute, group_id, count, expires_at=self._expires_at(time.time()))
+
+    def chord_part_done(
+        self,
+        group_id: str,
+        task_id: str,
+        group_index: int | None,
+        state: str,
+        result: Any,
+        *,
+        claim_expires: float = CHORD_CLAIM_EXPIRES,
+    ) -> ChordProgress:
+        """Record a finished header task; claim the chord if this completes it."""
+        body = serialization.dumps(result, serializer=self.serializer)[2]
+        now = time.time()
+        with self._transaction() as execute:
+            progress = self._chords.record_part(
+                execute,
+                group_id,
+                ChordPart(task_id, group_index, state, body),
+                now=now,
+                expires_at=self._expires_at(now),
+                claim_expires=claim_expires,
+            )
+        return self._decode_parts(progress)
+
+    def finish_chord(self, group_id: str, claim: str) -> bool:
+        """Drop the chord's parts and counters if ``claim`` still holds it."""
+        with self._transaction() as execute:
+            return self._chords.finish(execute, group_id, claim, now=time.time())
 
     def close(self) -> None:
         """Close every thread's connection; a later call opens new ones."""
@@ -227,6 +348,10 @@ class SQLiteBackend:
         with self._lock:
             if not self._has_schema:
                 connection.execute(_SCHEMA)
+                connection.execute(_GROUP_SCHEMA)
+                self._chords.create(
+                    lambda query, parameters: connection.execute(query, parameters).fetchall()
+                )
                 self._has_schema = True
 
     def _select_one(self, task_id: str) -> _Row | None:
@@ -244,6 +369,43 @@ class SQLiteBackend:
                 self._connection().execute(query, (*task_ids, time.time())).fetchall()
             )
         return rows
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Execute]:
+        """Run statements in one ``BEGIN IMMEDIATE`` transaction, which takes the write lock.
+
+        Taking the lock at BEGIN, not at the first write, means no two transactions can
+        both read a chord and then both write it.
+        """
+        with self._errors_as_backend_error():
+            connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+
+                def execute(query: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+                    return connection.execute(query, parameters).fetchall()
+
+                yield execute
+                connection.execute("COMMIT")
+            finally:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+
+    def _expires_at(self, now: float) -> float | None:
+        return None if self.expires is None else now + self.expires
+
+    def _decode_parts(self, progress: ChordProgress) -> ChordProgress:
+        parts = tuple(
+            dataclasses.replace(part, result=self._decode_value(part.result))
+            for part in progress.parts
+        )
+        return dataclasses.replace(progress, parts=parts)
+
+    def _decode_value(self, body: bytes) -> Any:
+        codec = serialization.get_codec(self.serializer)
+        return serialization.loads(
+            body, codec.content_type, codec.content_encoding, accept=self.accept
+        )
 
     def _decode(self, row: _Row) -> Meta:
         _, _, body, content_type, content_encoding = row
@@ -272,6 +434,11 @@ def database_path(url: str) -> str:
             "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
     return os.path.abspath(path[1:])
+
+
+def _format_date(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime(_DATE_FORMAT)
 
 
 def _next_wait(remaining: float | None, interval: float) -> float:
