@@ -89,6 +89,21 @@ class ChordProgress:
         return next((part for part in self.parts if part.has_failed), None)
 
 
+LONGEST_WAIT = 60.0
+"""Seconds a waiter with neither a timeout nor an interval goes without reading again."""
+
+
+def next_wait(remaining: float | None, interval: float) -> float:
+    """How long ``wait`` may block before it reads the result again.
+
+    ``remaining`` is the time left of its timeout (None: no timeout); ``interval`` the
+    caller's polling interval, where 0 or less means "only when woken".
+    """
+    if interval <= 0:
+        return remaining if remaining is not None else LONGEST_WAIT
+    return interval if remaining is None else min(remaining, interval)
+
+
 class BackendError(OperationalError):
     """The result store could not be reached or refused an operation."""
 

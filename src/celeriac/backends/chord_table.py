@@ -15,6 +15,7 @@ Times are Unix seconds computed by the caller, so both databases store the same 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -190,3 +191,9 @@ class ChordTables:
 
     def _placeholders(self, count: int) -> str:
         return ", ".join([self.placeholder] * count)
+
+
+def decode_parts(progress: ChordProgress, decode: Callable[[Any], Any]) -> ChordProgress:
+    """Return ``progress`` with each part's stored result decoded by ``decode``."""
+    parts = tuple(dataclasses.replace(part, result=decode(part.result)) for part in progress.parts)
+    return dataclasses.replace(progress, parts=parts)

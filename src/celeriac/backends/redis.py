@@ -44,11 +44,13 @@ from celeriac.backends import accepted_content_types
 from celeriac.backends.base import (
     CHORD_CLAIM_EXPIRES,
     CHORD_DONE_EXPIRES,
+    LONGEST_WAIT,
     BackendError,
     ChordPart,
     ChordProgress,
     Meta,
     ResultTuple,
+    next_wait,
 )
 from celeriac.exceptions import DecodeError, ImproperlyConfigured, TimeoutError
 from celeriac.states import READY_STATES, SUCCESS
@@ -63,8 +65,6 @@ _PREFIX_SEPARATORS = ":_-."
 # Keys per MGET: bounds the size of one command and of one reply.
 _KEYS_PER_MGET = 1000
 
-# A waiter with neither a timeout nor an interval still reads its key again this often.
-_LONGEST_WAIT = 60.0
 
 # Connection options taken from result_backend_transport_options; others are ignored, as
 # Celery ignores transport options a backend has no use for.
@@ -337,7 +337,7 @@ class RedisBackend:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("The operation timed out.")
-                meta = self._next_ready_message(pubsub, _next_wait(remaining, interval))
+                meta = self._next_ready_message(pubsub, next_wait(remaining, interval))
                 if meta is not None:
                     return meta
         finally:
@@ -457,7 +457,7 @@ def _connection_options(client_url: str, options: Mapping[str, Any]) -> dict[str
 def _subscribe(pubsub: redis.client.PubSub, channel: str) -> None:
     """Subscribe and wait for the server's confirmation, so later stores reach us."""
     pubsub.subscribe(channel)
-    give_up_at = time.monotonic() + _LONGEST_WAIT
+    give_up_at = time.monotonic() + LONGEST_WAIT
     while (remaining := give_up_at - time.monotonic()) > 0:
         message = pubsub.get_message(timeout=remaining)
         if message is not None and message["type"] == "subscribe":
@@ -468,9 +468,3 @@ def _subscribe(pubsub: redis.client.PubSub, channel: str) -> None:
 def _as_bytes(value: bytes | str | None) -> bytes | None:
     """Narrow a reply: the pool never decodes responses, so values are bytes or None."""
     return value.encode() if isinstance(value, str) else value
-
-
-def _next_wait(remaining: float | None, interval: float) -> float:
-    if interval <= 0:
-        return remaining if remaining is not None else _LONGEST_WAIT
-    return interval if remaining is None else min(remaining, interval)

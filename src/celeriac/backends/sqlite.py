@@ -13,7 +13,6 @@ of ``chord_table``, changed in ``BEGIN IMMEDIATE`` transactions.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import sqlite3
@@ -35,8 +34,15 @@ from celeriac.backends.base import (
     ChordProgress,
     Meta,
     ResultTuple,
+    next_wait,
 )
-from celeriac.backends.chord_table import CHORD_TABLE, PART_TABLE, ChordTables, Execute
+from celeriac.backends.chord_table import (
+    CHORD_TABLE,
+    PART_TABLE,
+    ChordTables,
+    Execute,
+    decode_parts,
+)
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
 from celeriac.states import READY_STATES
 from celeriac.transports.wakeup import Wakeup
@@ -104,8 +110,6 @@ _DELETE_EXPIRED = f"DELETE FROM {TABLE} WHERE expires_at <= ?"
 # SQLite builds before 3.32 allow at most 999 parameters in one statement.
 _IDS_PER_QUERY = 900
 
-# A waiter with neither a timeout nor an interval still re-reads its row this often.
-_LONGEST_WAIT = 60.0
 
 _Row = tuple[str, str, bytes, str, str]
 
@@ -196,7 +200,7 @@ class SQLiteBackend:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("The operation timed out.")
-                listener.wait(_next_wait(remaining, interval))
+                listener.wait(next_wait(remaining, interval))
         finally:
             listener.close()
 
@@ -257,7 +261,7 @@ class SQLiteBackend:
                 expires_at=self._expires_at(now),
                 claim_expires=claim_expires,
             )
-        return self._decode_parts(progress)
+        return decode_parts(progress, self._decode_value)
 
     def add_to_chord(self, group_id: str, count: int = 1) -> None:
         """Make the chord wait for ``count`` more header results."""
@@ -286,7 +290,7 @@ class SQLiteBackend:
                 expires_at=self._expires_at(now),
                 claim_expires=claim_expires,
             )
-        return self._decode_parts(progress)
+        return decode_parts(progress, self._decode_value)
 
     def finish_chord(self, group_id: str, claim: str) -> bool:
         """Drop the chord's parts and counters if ``claim`` still holds it."""
@@ -394,13 +398,6 @@ class SQLiteBackend:
     def _expires_at(self, now: float) -> float | None:
         return None if self.expires is None else now + self.expires
 
-    def _decode_parts(self, progress: ChordProgress) -> ChordProgress:
-        parts = tuple(
-            dataclasses.replace(part, result=self._decode_value(part.result))
-            for part in progress.parts
-        )
-        return dataclasses.replace(progress, parts=parts)
-
     def _decode_value(self, body: bytes) -> Any:
         codec = serialization.get_codec(self.serializer)
         return serialization.loads(
@@ -439,9 +436,3 @@ def database_path(url: str) -> str:
 def _format_date(timestamp: float) -> str:
     moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
     return moment.strftime(_DATE_FORMAT)
-
-
-def _next_wait(remaining: float | None, interval: float) -> float:
-    if interval <= 0:
-        return remaining if remaining is not None else _LONGEST_WAIT
-    return interval if remaining is None else min(remaining, interval)
