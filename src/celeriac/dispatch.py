@@ -220,6 +220,8 @@ class Signal:
 
     def has_listeners(self, sender: object = None) -> bool:
         """Tell whether ``send(sender)`` would reach at least one live receiver."""
+        if not self._snapshot[0]:
+            return False
         return any(connection.reference() is not None for connection in self._matching(sender))
 
     def send(self, sender: object, **named: Any) -> list[tuple[Receiver, Any]]:

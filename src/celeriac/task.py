@@ -107,6 +107,7 @@ class Task(Generic[P, R]):
     OperationalError = OperationalError
 
     _app: Celeriac | None = None
+    _run_signature_cache: tuple[object, inspect.Signature | None] | None = None
 
     def __init__(self) -> None:
         self._requests: contextvars.ContextVar[tuple[Context, ...]] = contextvars.ContextVar(
@@ -306,14 +307,31 @@ class Task(Generic[P, R]):
 
     def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError now if the arguments do not fit ``run``, as the call would."""
-        try:
-            run_signature = inspect.signature(self.run)
-        except (TypeError, ValueError):
+        run_signature = self._run_signature()
+        if run_signature is None:
             return
         try:
             run_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}() {exc}") from None
+
+    def _run_signature(self) -> inspect.Signature | None:
+        """The signature of ``run`` (None if it has none), worked out once per ``run`` function.
+
+        A bound method's signature depends only on its function, which is the cache key,
+        so that each call does not inspect ``run`` again.
+        """
+        run = self.run
+        key = getattr(run, "__func__", run)
+        cached = self._run_signature_cache
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        try:
+            run_signature: inspect.Signature | None = inspect.signature(run)
+        except (TypeError, ValueError):
+            run_signature = None
+        self._run_signature_cache = (key, run_signature)
+        return run_signature
 
     def signature_from_request(
         self,

@@ -162,6 +162,23 @@ def test_every_stored_state_is_published_on_the_keys_channel(
     ]
 
 
+@pytest.mark.parametrize("stored", ["not json", '{"status": "SUCCESS", "result": NaN}'])
+def test_a_stored_value_the_script_cannot_read_is_judged_in_python(
+    backend: RedisBackend, client: redis.Redis, stored: str
+) -> None:
+    key = backend.key_for("task-1")
+    client.set(key, stored)
+
+    backend.store("task-1", build_meta("task-1", "FAILURE", ValueError("late")))
+
+    body = client.get(key)
+    assert isinstance(body, bytes)
+    if stored.startswith("{"):
+        assert body.decode() == stored
+    else:
+        assert json.loads(body)["status"] == "FAILURE"
+
+
 @pytest.mark.parametrize("serializer", ["json", "pickle"])
 def test_concurrent_writers_never_overwrite_the_first_success(
     server_url: str, prefix: str, client: redis.Redis, serializer: str

@@ -57,6 +57,22 @@ def test_delay_checks_arguments_at_call_time(app: Celeriac) -> None:
     loose.delay(1, 2, 3)  # type: ignore[call-arg]
 
 
+def test_argument_check_follows_a_replaced_run(app: Celeriac) -> None:
+    @app.task
+    def one(x: int) -> int:
+        return x
+
+    one.delay(1)
+
+    def two(x: int, y: int) -> int:
+        return x + y
+
+    one.run = two  # type: ignore[assignment]  # replacing run is the point
+    one.delay(1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="missing a required argument"):
+        one.delay(1)
+
+
 def test_apply_async_puts_every_option_on_the_message(app: Celeriac) -> None:
     @app.task
     def add(x: int, y: int) -> int:

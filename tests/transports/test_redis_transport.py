@@ -335,6 +335,23 @@ def test_acked_messages_leave_no_entry_behind(
     assert client.xpending(stream, "celeriac")["pending"] == 0
 
 
+def test_one_ack_over_two_queues_settles_both(
+    open_transport: OpenTransport, client: redis.Redis, prefix: str
+) -> None:
+    transport = open_transport()
+    transport.publish_many(
+        [OutgoingMessage(queue, envelope(queue)) for queue in ("tasks", "other", "tasks")]
+    )
+    deliveries = fetch_until(transport, 2, 2.0) + transport.fetch(["other"], 1, 2.0)
+
+    transport.ack([delivery.tag for delivery in deliveries])
+
+    for queue in ("tasks", "other"):
+        stream = queue_keys(prefix, queue).stream(0)
+        assert client.xlen(stream) == 0
+        assert client.xpending(stream, "celeriac")["pending"] == 0
+
+
 def test_a_stream_entry_that_is_not_an_envelope_is_dead_lettered(
     open_transport: OpenTransport, client: redis.Redis, prefix: str, caplog: Any
 ) -> None:

@@ -9,9 +9,11 @@ state is PUBLISHed on a channel named like the key, which is what Celery's ``.ge
 listens to. The serializer is not recorded with the value, so a reader decodes with its
 own serializer, as Celery does.
 
-A stored SUCCESS is never overwritten: ``store`` reads the key under WATCH and writes in
-MULTI/EXEC, retrying when another writer got in between. WATCH, not a Lua script, because
-the check has to decode the stored value and Lua cannot read pickle or YAML.
+A stored SUCCESS is never overwritten. With the JSON serializer ``store`` is one Lua
+script (``redis_scripts/store_json.lua``) that reads the stored status with cjson; with
+other serializers, or a stored value cjson cannot read, it reads the key under WATCH and
+writes in MULTI/EXEC, retrying when another writer got in between, because the check has
+to decode the stored value and Lua cannot read pickle or YAML.
 
 Saved groups and chord counters are Celery 5.7's too (wire protocol §7.3): a group is
 ``celery-taskset-meta-<group_id>`` holding ``{"result": <result tuple>}``, and a chord's
@@ -61,6 +63,9 @@ GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
 # Characters after which Celery adds no "_" between global_keyprefix and its own prefixes.
 _PREFIX_SEPARATORS = ":_-."
+
+# What store_json.lua returns when the stored value is not JSON it can read.
+_STORE_UNDECIDED = -1
 
 # Keys per MGET: bounds the size of one command and of one reply.
 _KEYS_PER_MGET = 1000
@@ -124,6 +129,7 @@ class RedisBackend:
         self._chord_part_done = self._client.register_script(_script_source("chord_part_done"))
         self._chord_size = self._client.register_script(_script_source("chord_size"))
         self._chord_finish = self._client.register_script(_script_source("chord_finish"))
+        self._store_json = self._client.register_script(_script_source("store_json"))
 
     def key_for(self, task_id: str) -> str:
         """Return the key (and pub/sub channel) of the task's result."""
@@ -138,6 +144,11 @@ class RedisBackend:
         _, _, body = serialization.dumps(meta, serializer=self.serializer)
         key = self.key_for(task_id)
         expires_ms = None if self.expires is None else max(1, round(self.expires * 1000))
+        if self.serializer == "json":
+            with self._errors_as_backend_error():
+                outcome = self._store_json([key], [body, expires_ms or 0])
+            if outcome != _STORE_UNDECIDED:
+                return
         with self._errors_as_backend_error(), self._client.pipeline() as pipeline:
             while True:
                 try:

@@ -1,9 +1,12 @@
 """Consumer: fetch task messages in batches, check them, and hand them to the pool.
 
-Three threads: the fetcher keeps up to ``prefetch_count`` messages held; the dispatcher
-gives each to the pool when a slot is free; the lease keeper renews the broker leases of
-held messages so they never go to another worker while this one is alive. Acks are
-batched. Bad input (malformed, disallowed, unknown, redelivered too often) is rejected
+Three threads: the fetcher keeps up to ``prefetch_count`` messages held, fetching again
+once half of those beyond the pool's slots are gone (so that fetches come in batches);
+the dispatcher gives each to the pool when a slot is free; the lease keeper renews the
+broker leases of held messages so they never go to another worker while this one is
+alive. When a job finishes, the thread that reports it starts the next waiting message
+in the slot it frees, so a busy worker hands work over without waking the dispatcher.
+Acks are batched. Bad input (malformed, disallowed, unknown, redelivered too often) is rejected
 with a clear reason, dead-lettered, and the worker goes on.
 """
 
@@ -92,6 +95,7 @@ class Consumer:
         self._capacity = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._dispatcher: threading.Thread | None = None
 
     # ---- life cycle ----------------------------------------------------------------
 
@@ -104,6 +108,8 @@ class Consumer:
             (self._lease_loop, "celeriac-leases"),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
+            if target == self._dispatch_loop:
+                self._dispatcher = thread
             thread.start()
             self._threads.append(thread)
 
@@ -137,7 +143,7 @@ class Consumer:
     def _fetch_loop(self) -> None:
         while not self._stopping.is_set():
             with self._capacity:
-                while self.state.held() >= self.prefetch_count and not self._stopping.is_set():
+                while not self._wants_more() and not self._stopping.is_set():
                     self._capacity.wait(FETCH_TIMEOUT)
             if self._stopping.is_set():
                 return
@@ -153,6 +159,12 @@ class Consumer:
                     self._quietly(self.transport.release, [delivery.tag])
                     continue
                 self._receive(delivery)
+
+    def _wants_more(self) -> bool:
+        """Tell whether to fetch: held messages are down to the pool's slots plus half the rest."""
+        held = self.state.held()
+        refill_level = max(self.pool.limit, self.prefetch_count // 2)
+        return held < self.prefetch_count and held <= refill_level
 
     def _receive(self, delivery: Delivery) -> None:
         """Check one delivery in the main process: only headers are read here."""
@@ -182,7 +194,8 @@ class Consumer:
             return
         self.state.reserve(request)
         signals.task_received.send(sender=self, request=request)
-        self._send_task_event("task-received", request, **self._received_fields(request))
+        if self._sends_task_events():
+            self._send_task_event("task-received", request, **self._received_fields(request))
         self._ready.put(request)
 
     def _received_fields(self, request: Request) -> dict[str, Any]:
@@ -280,10 +293,11 @@ class Consumer:
 
     def _dispatch_loop(self) -> None:
         while True:
+            self._slots.acquire()
             request = self._ready.get()
             if request is None or self._stopping.is_set():
+                self._slots.release()
                 return
-            self._slots.acquire()
             if request.tag not in self.state.reserved:
                 self._slots.release()
                 continue
@@ -307,10 +321,37 @@ class Consumer:
         self.pool.apply(job, lambda outcome: self.outcomes.handle(request, outcome))
 
     def slot_freed(self) -> None:
-        """A job finished: free its pool slot and wake the fetcher."""
-        self._slots.release()
+        """A job finished: start the next waiting request in its slot, or free the slot.
+
+        The fetcher is woken once it should fetch again (see ``_wants_more``).
+        """
+        request = self._next_ready()
+        if request is None:
+            self._slots.release()
+        else:
+            self._start(request)
         with self._capacity:
-            self._capacity.notify_all()
+            if self._wants_more():
+                self._capacity.notify_all()
+
+    def _next_ready(self) -> Request | None:
+        """Take a waiting request without blocking; None when there is none or while stopping.
+
+        The dispatcher's own thread takes none here: a solo pool runs jobs inline on it,
+        and chaining them through this call would nest one call per job.
+        """
+        if self._stopping.is_set() or threading.current_thread() is self._dispatcher:
+            return None
+        while True:
+            try:
+                request = self._ready.get_nowait()
+            except queue.Empty:
+                return None
+            if request is None:
+                self._ready.put(None)
+                return None
+            if request.tag in self.state.reserved:
+                return request
 
     # ---- broker helpers --------------------------------------------------------------
 
@@ -340,6 +381,11 @@ class Consumer:
         except Exception:
             logger.exception("%s failed", getattr(function, "__name__", function))
 
+    def _sends_task_events(self) -> bool:
+        """Tell whether task events go out (the dispatcher may send only worker events)."""
+        events = self.events
+        return events.enabled and (not events.groups or "task" in events.groups)
+
     def _send_task_event(self, type_: str, request: Request, **fields: Any) -> None:
-        if self.events.enabled:
+        if self._sends_task_events():
             self._quietly(lambda: self.events.send(type_, uuid=request.id, **fields))
