@@ -257,6 +257,33 @@ def test_wait_subscribes_again_when_its_connection_is_killed(
     assert waited < 2.0
 
 
+def test_waits_in_one_thread_share_one_subscriber_connection(
+    server_url: str, prefix: str, client: redis.Redis
+) -> None:
+    name = f"waiter-{uuid.uuid4().hex[:12]}"
+    waiter = RedisBackend(server_url, global_keyprefix=prefix, client_name=name)
+    writer = RedisBackend(server_url, global_keyprefix=prefix)
+
+    def connections() -> set[str]:
+        return {entry["id"] for entry in client.client_list() if entry["name"] == name}
+
+    try:
+        seen: set[str] = set()
+        for n in range(5):
+            task_id = f"task-{n}"
+            timer = threading.Timer(0.05, writer.store, (task_id, success_meta(task_id, n)))
+            timer.start()
+            assert waiter.wait(task_id, timeout=5.0, interval=30.0)["result"] == n
+            timer.join()
+            seen |= connections()
+    finally:
+        waiter.close()
+        writer.close()
+
+    # One connection for GET and one that stays subscribed between the waits.
+    assert len(seen) == 2
+
+
 def test_cleanup_leaves_expiry_to_redis(backend: RedisBackend) -> None:
     backend.store("task-1", success_meta("task-1"))
 

@@ -29,7 +29,10 @@ celeriac extension that lets one URL carry a private key space.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import threading
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -96,8 +99,9 @@ class RedisBackend:
     """Store results in Redis where Celery's Redis backend keeps them.
 
     Thread-safe and fork-safe through redis-py's connection pool (a child process opens
-    its own connections). ``wait`` subscribes to the key's channel on a connection of its
-    own, so it returns as soon as any writer, Celery or celeriac, stores a ready state.
+    its own connections). ``wait`` subscribes to the key's channel, so it returns as soon
+    as any writer, Celery or celeriac, stores a ready state; each thread keeps its
+    subscriber connection from one wait to the next, unsubscribing in between.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class RedisBackend:
                 f"bad Redis result backend URL {redact_url(url)!r}: {exc}"
             ) from exc
         self._client = redis.Redis(connection_pool=pool)
+        self._subscribers = threading.local()
         self._chord_part_done = self._client.register_script(_script_source("chord_part_done"))
         self._chord_size = self._client.register_script(_script_source("chord_size"))
         self._chord_finish = self._client.register_script(_script_source("chord_finish"))
@@ -335,7 +340,7 @@ class RedisBackend:
         return ChordPart(task_id, group_index, state, result)
 
     def _wait_subscribed(self, key: str, deadline: float | None, interval: float) -> Meta:
-        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._subscriber()
         try:
             with self._errors_as_backend_error():
                 _subscribe(pubsub, key)
@@ -348,18 +353,48 @@ class RedisBackend:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("The operation timed out.")
-                meta = self._next_ready_message(pubsub, next_wait(remaining, interval))
+                meta = self._next_ready_message(pubsub, key, next_wait(remaining, interval))
                 if meta is not None:
                     return meta
+        except BaseException:
+            self._drop_subscriber()
+            raise
         finally:
+            if self._subscribers.pubsub is pubsub:
+                # Unconfirmed: a late confirmation or message is skipped by the next wait.
+                try:
+                    pubsub.unsubscribe(key)
+                except (redis.RedisError, OSError):
+                    self._drop_subscriber()
+
+    def _subscriber(self) -> redis.client.PubSub:
+        """This thread's subscriber connection, made anew in a forked child."""
+        local = self._subscribers
+        if getattr(local, "pid", None) != os.getpid() or local.pubsub is None:
+            local.pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            local.pid = os.getpid()
+        pubsub: redis.client.PubSub = local.pubsub
+        return pubsub
+
+    def _drop_subscriber(self) -> None:
+        """Close this thread's subscriber after a failure: the next wait starts clean."""
+        pubsub, self._subscribers.pubsub = self._subscribers.pubsub, None
+        with contextlib.suppress(redis.RedisError, OSError):
             pubsub.close()
 
-    def _next_ready_message(self, pubsub: redis.client.PubSub, wait: float) -> Meta | None:
-        """Return a published ready meta within ``wait`` seconds, or None to re-read the key."""
+    def _next_ready_message(
+        self, pubsub: redis.client.PubSub, key: str, wait: float
+    ) -> Meta | None:
+        """Return a ready meta published on ``key`` within ``wait`` seconds, or None."""
+        channel = key.encode()
         wait_until = time.monotonic() + wait
         while (remaining := wait_until - time.monotonic()) > 0:
             message = pubsub.get_message(timeout=remaining)
-            if message is not None and message["type"] == "message":
+            if (
+                message is not None
+                and message["type"] == "message"
+                and message["channel"] == channel
+            ):
                 meta = self._ready_meta(message["data"])
                 if meta is not None:
                     return meta
@@ -466,12 +501,21 @@ def _connection_options(client_url: str, options: Mapping[str, Any]) -> dict[str
 
 
 def _subscribe(pubsub: redis.client.PubSub, channel: str) -> None:
-    """Subscribe and wait for the server's confirmation, so later stores reach us."""
+    """Subscribe and wait for the server's confirmation, so later stores reach us.
+
+    What an earlier wait on this connection left unread (its unsubscribe confirmation,
+    late messages) is skipped.
+    """
     pubsub.subscribe(channel)
+    expected = channel.encode()
     give_up_at = time.monotonic() + LONGEST_WAIT
     while (remaining := give_up_at - time.monotonic()) > 0:
         message = pubsub.get_message(timeout=remaining)
-        if message is not None and message["type"] == "subscribe":
+        if (
+            message is not None
+            and message["type"] == "subscribe"
+            and message["channel"] == expected
+        ):
             return
     raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {channel} from Redis")
 
