@@ -16,6 +16,7 @@ from celeriac.protocol.envelope import Envelope
 from celeriac.transports import connect
 from celeriac.transports.amqp import AmqpTransport
 from celeriac.transports.amqp_connection import parse_settings
+from celeriac.transports.amqp_session import ack_frames
 from celeriac.transports.amqp_topology import (
     DELAY_BITS,
     delay_seconds,
@@ -137,6 +138,64 @@ def test_released_message_keeps_its_delivery_count(
 
     assert [first.delivery_count, second.delivery_count, third.delivery_count] == [1, 2, 2]
     assert third.envelope.headers == {"id": "1"}
+
+
+def unacknowledged(url: str, queue: str) -> int:
+    """The broker's count of ``queue``'s deliveries not yet acked, once acks have landed."""
+    deadline = time.monotonic() + 5.0
+    last = -1
+    while time.monotonic() < deadline:
+        counts = dict(listing("list_queues", url, "name", "messages_unacknowledged"))
+        count = int(counts[queue])
+        if count == last:
+            return count
+        last = count
+        time.sleep(0.2)
+    return last
+
+
+def test_acks_of_the_oldest_run_go_as_one_multiple_ack() -> None:
+    assert ack_frames([3, 4, 5], None) == [(5, True)]
+    assert ack_frames([3, 4, 7, 9], 6) == [(4, True), (7, False), (9, False)]
+    assert ack_frames([3], 6) == [(3, False)]
+    assert ack_frames([7, 9], 5) == [(7, False), (9, False)]
+
+
+def test_acking_around_a_held_delivery_leaves_it_held(
+    vhost_url: str, opened: list[AmqpTransport]
+) -> None:
+    transport = open_transport(vhost_url, opened)
+    for number in range(5):
+        transport.publish("tasks", Envelope(str(number).encode()))
+    deliveries = transport.fetch(["tasks"], 5, 2.0)
+    assert [d.envelope.body for d in deliveries] == [b"0", b"1", b"2", b"3", b"4"]
+
+    transport.ack([deliveries[3].tag, deliveries[0].tag, deliveries[1].tag])
+    assert unacknowledged(vhost_url, "tasks") == 2
+
+    transport.reject([deliveries[2].tag], requeue=True)
+    transport.ack([deliveries[4].tag])
+    [again] = transport.fetch(["tasks"], 1, 2.0)
+    assert again.envelope.body == b"2"
+    transport.ack([again.tag])
+    assert unacknowledged(vhost_url, "tasks") == 0
+    assert transport.queue_size("tasks") == 0
+
+
+def test_fetch_after_the_consumer_was_cancelled_starts_it_again(
+    vhost_url: str, opened: list[AmqpTransport]
+) -> None:
+    transport = open_transport(vhost_url, opened)
+    transport.publish("tasks", Envelope(b"first"))
+    [first] = transport.fetch(["tasks"], 1, 2.0)
+    transport.ack([first.tag])
+    rabbitmqctl("delete_queue", "-p", vhost_of(vhost_url), "tasks")
+    time.sleep(0.2)
+
+    transport.publish("tasks", Envelope(b"second"))
+    [second] = transport.fetch(["tasks"], 1, 2.0)
+
+    assert second.envelope.body == b"second"
 
 
 def test_short_delay_is_not_held_up_by_a_longer_one_sent_before(

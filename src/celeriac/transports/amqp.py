@@ -169,7 +169,11 @@ class AmqpTransport:
         if not self.prefetch_count:
             self.prefetch_count = max_messages
         session = self._live_session()
-        expected = session.call(lambda live: self._start_consuming(live, unique))
+        if session.prefetch_count and all(queue in session.consumers for queue in unique):
+            # The common case: every consumer runs, so there is nothing for the I/O thread.
+            expected = 0
+        else:
+            expected = session.call(lambda live: self._start_consuming(live, unique))
         taken = self._take(session, set(unique), max_messages, deadline, expected)
         return [
             Delivery(

@@ -12,9 +12,11 @@ confirm mode, and ``declare`` runs passive declarations, which close it when the
 is missing (404), so it is reopened as needed without disturbing the other two.
 
 Deliveries wait in ``ready`` until a fetch takes them; every unacknowledged delivery
-is in ``held`` by its AMQP delivery tag. Both, and the subscription inboxes, are guarded
-by the ``changed`` condition, which is notified on every delivery and on failure. When
-the connection fails the session is over for good: waiters get the TransportError and
+is in ``held`` by its AMQP delivery tag, oldest first. Both, and the subscription inboxes,
+are guarded by the ``changed`` condition, which is notified on every delivery and on
+failure. Acks of the oldest deliveries go as one ``multiple`` ack. Other threads may read
+``consumers`` and ``prefetch_count`` to skip a call when there is no consumer to start.
+When the connection fails the session is over for good: waiters get the TransportError and
 the transport opens a new session on its next call. The broker requeues what was held.
 """
 
@@ -42,7 +44,7 @@ from celeriac.transports.amqp_message import Received, from_amqp
 from celeriac.transports.amqp_topology import Binding, ExchangeSpec, QueueSpec
 from celeriac.transports.base import TransportError
 
-__all__ = ["Held", "Session"]
+__all__ = ["Held", "Session", "ack_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,18 @@ class _Batch:
                 self.future.set_exception(TransportError("the broker refused a message (nack)"))
             else:
                 self.future.set_result(None)
+
+
+def ack_frames(tags: list[int], oldest_held: int | None) -> list[tuple[int, bool]]:
+    """The ``basic_ack`` frames, ``(delivery_tag, multiple)``, that ack the sorted ``tags``.
+
+    One ``multiple`` ack covers every unacknowledged delivery up to its tag, so it may
+    only stand for the tags below ``oldest_held``, the oldest delivery that stays held;
+    the rest are acked one by one.
+    """
+    below = tags if oldest_held is None else [tag for tag in tags if tag < oldest_held]
+    frames = [(below[-1], True)] if len(below) > 1 else [(tag, False) for tag in below]
+    return frames + [(tag, False) for tag in tags[len(below) :]]
 
 
 class Session:
@@ -299,15 +313,17 @@ class Session:
         unknown delivery tag is a channel error on RabbitMQ.
         """
         with self.changed:
-            present = [tag for tag in delivery_tags if self.held.pop(tag, None) is not None]
+            present = sorted(tag for tag in delivery_tags if self.held.pop(tag, None) is not None)
             if self.ready and present:
                 settled = set(present)
                 self.ready[:] = [held for held in self.ready if held.delivery_tag not in settled]
-        for tag in present:
-            if action == "ack":
-                self._consume.basic_ack(tag)
-            else:
+            oldest_held = next(iter(self.held), None)
+        if action != "ack":
+            for tag in present:
                 self._consume.basic_reject(tag, requeue=action == "requeue")
+            return
+        for tag, multiple in ack_frames(present, oldest_held):
+            self._consume.basic_ack(tag, multiple=multiple)
 
     # ---- the I/O thread --------------------------------------------------------------
 
@@ -387,10 +403,12 @@ class Session:
             self.changed.notify_all()
 
     def _on_cancel(self, queue: str) -> None:
-        """The broker cancelled a consumer (its queue was deleted): declare again on use."""
+        """The broker cancelled a consumer (its queue was deleted): declare it again on use."""
         logger.warning("RabbitMQ cancelled the consumer of queue %r", queue)
         self.consumers.pop(queue, None)
         self.declared.discard("queue:" + queue)
+        self.declared.discard("task:" + queue)
+        self.declared.discard("delay:" + queue)
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         self._confirm(delivery_tag, multiple, nacked=False)
