@@ -88,7 +88,7 @@ class Consumer:
         self.soft_time_limit = soft_time_limit
         self.accept = normalize_accept(app.conf.accept_content)
         self.max_deliveries = app.conf.task_max_deliveries
-        self.acker: Batcher[str] = Batcher(self._ack_batch, max_items=200, max_delay=0.005)
+        self.acker: Batcher[str] = Batcher(self._ack_batch, max_items=200, max_delay=0.0)
         self.outcomes = OutcomeHandler(self)
         self._ready: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._slots = threading.Semaphore(pool.limit)
