@@ -340,10 +340,8 @@ class RedisBackend:
         return ChordPart(task_id, group_index, state, result)
 
     def _wait_subscribed(self, key: str, deadline: float | None, interval: float) -> Meta:
-        pubsub = self._subscriber()
+        pubsub = self._subscribed(key)
         try:
-            with self._errors_as_backend_error():
-                _subscribe(pubsub, key)
             while True:
                 with self._errors_as_backend_error():
                     body = _as_bytes(self._client.get(key))
@@ -360,12 +358,32 @@ class RedisBackend:
             self._drop_subscriber()
             raise
         finally:
-            if self._subscribers.pubsub is pubsub:
+            if getattr(self._subscribers, "pubsub", None) is pubsub:
                 # Unconfirmed: a late confirmation or message is skipped by the next wait.
                 try:
                     pubsub.unsubscribe(key)
                 except (redis.RedisError, OSError):
                     self._drop_subscriber()
+
+    def _subscribed(self, key: str) -> redis.client.PubSub:
+        """This thread's subscriber, subscribed to ``key``.
+
+        A kept subscriber whose server went away since the last wait fails once; then a
+        fresh connection is tried before the error is reported.
+        """
+        try:
+            with self._errors_as_backend_error():
+                try:
+                    pubsub = self._subscriber()
+                    _subscribe(pubsub, key)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    self._drop_subscriber()
+                    pubsub = self._subscriber()
+                    _subscribe(pubsub, key)
+        except BaseException:
+            self._drop_subscriber()
+            raise
+        return pubsub
 
     def _subscriber(self) -> redis.client.PubSub:
         """This thread's subscriber connection, made anew in a forked child."""
@@ -378,9 +396,11 @@ class RedisBackend:
 
     def _drop_subscriber(self) -> None:
         """Close this thread's subscriber after a failure: the next wait starts clean."""
-        pubsub, self._subscribers.pubsub = self._subscribers.pubsub, None
-        with contextlib.suppress(redis.RedisError, OSError):
-            pubsub.close()
+        pubsub = getattr(self._subscribers, "pubsub", None)
+        self._subscribers.pubsub = None
+        if pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
 
     def _next_ready_message(
         self, pubsub: redis.client.PubSub, key: str, wait: float
