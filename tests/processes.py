@@ -13,11 +13,17 @@ from typing import Any
 
 
 @contextmanager
-def running(program: str, *args: Any, cwd: Path) -> Iterator[subprocess.Popen[str]]:
-    """Run ``program`` with ``python -c`` in a child, killed by PID on the way out."""
+def running(
+    program: str, *args: Any, cwd: Path, stdin: bool = False
+) -> Iterator[subprocess.Popen[str]]:
+    """Run ``program`` with ``python -c`` in a child, killed by PID on the way out.
+
+    With ``stdin`` the test can write to the child's standard input.
+    """
     process = subprocess.Popen(
         [sys.executable, "-c", program, *map(str, args)],
         cwd=cwd,
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

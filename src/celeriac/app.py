@@ -283,7 +283,7 @@ class Celeriac:
                 if self._transport is None:
                     from celeriac.transports import connect
 
-                    self._transport = connect(self.broker_url, **self.conf.broker_transport_options)
+                    self._transport = connect(self.broker_url, **self._transport_options)
         return self._transport
 
     @property
@@ -319,6 +319,22 @@ class Celeriac:
         """
         return self._connection(url or self.conf.broker_write_url, **options)
 
+    @property
+    def _transport_options(self) -> dict[str, Any]:
+        """``broker_transport_options`` over what Celery's task settings say of queues.
+
+        ``task_queue_max_priority`` and ``task_default_queue_type`` become the RabbitMQ
+        transport's ``max_priority`` and ``queue_type`` unless the options name them;
+        other transports ignore both.
+        """
+        conf = self.conf
+        defaults = {
+            "max_priority": conf.task_queue_max_priority,
+            "queue_type": conf.task_default_queue_type,
+        }
+        present = {name: value for name, value in defaults.items() if value is not None}
+        return {**present, **conf.broker_transport_options}
+
     def connection_for_read(self, url: str | None = None, **options: Any) -> Connection:
         """A new connection for consuming: ``url``, else ``broker_read_url``, else the broker."""
         return self._connection(url or self.conf.broker_read_url, **options)
@@ -330,7 +346,7 @@ class Celeriac:
     broker_connection = connection
 
     def _connection(self, url: str | None, **options: Any) -> Connection:
-        options.setdefault("transport_options", self.conf.broker_transport_options)
+        options.setdefault("transport_options", self._transport_options)
         return Connection(url or self.broker_url, bindings=self._bindings, **options)
 
     def _bindings(self, exchange: str, routing_key: str) -> list[str]:
@@ -353,7 +369,7 @@ class Celeriac:
             transport=self.transport,
             bindings=self._bindings,
             pool=pool,
-            transport_options=self.conf.broker_transport_options,
+            transport_options=self._transport_options,
         )
 
     @property

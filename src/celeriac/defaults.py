@@ -87,6 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("task_remote_tracebacks", False, bool, "Show the worker's traceback on get()."),
     Setting("task_inherit_parent_priority", False, bool, "Children inherit priority."),
     Setting("task_queue_max_priority", None, (int, type(None)), "AMQP x-max-priority."),
+    Setting("task_default_queue_type", "classic", str, "AMQP queue type: classic or quorum."),
     # worker
     Setting("worker_concurrency", None, (int, type(None)), "Pool size; none means CPU count."),
     Setting("worker_prefetch_multiplier", 4, int, "Messages held per pool slot."),

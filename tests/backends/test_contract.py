@@ -11,10 +11,6 @@ import builtins
 import datetime
 import decimal
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +27,7 @@ from celeriac.backends import from_url
 from celeriac.backends.base import ChordPart, ChordProgress, Meta, ResultBackend
 from celeriac.backends.memory import MemoryBackend
 from celeriac.exceptions import ContentDisallowed, ImproperlyConfigured, TimeoutError
+from tests.processes import running
 from tests.servers import delete_redis_keys, require
 
 
@@ -414,13 +411,7 @@ print(json.dumps({"woken_at": time.time(), "meta": meta}), flush=True)
 def test_waiter_in_another_process_is_woken_promptly_by_a_store(backend: ResultBackend) -> None:
     if backend.url.startswith("memory"):
         pytest.skip("the memory backend lives in one process")
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", WAITER, backend.url, "task-1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with running(WAITER, backend.url, "task-1", cwd=Path.cwd()) as waiter:
         assert waiter.stdout is not None
         assert waiter.stdout.readline() == "waiting\n"
         time.sleep(0.5)
@@ -429,10 +420,6 @@ def test_waiter_in_another_process_is_woken_promptly_by_a_store(backend: ResultB
         backend.store("task-1", success_meta("task-1"))
 
         woken = json.loads(waiter.stdout.readline())
-    finally:
-        if waiter.poll() is None:
-            os.kill(waiter.pid, signal.SIGKILL)
-        waiter.communicate(timeout=10)
     assert woken["meta"] == success_meta("task-1")
     # Well under the 30 s poll interval: the store itself wakes the waiter.
     assert woken["woken_at"] - stored_at < 0.1
@@ -724,7 +711,9 @@ def run_reporters(
         return fired
     with ExitStack() as stack:
         reporters = [
-            stack.enter_context(reporter_process(backend.url, worker, *arguments))
+            stack.enter_context(
+                running(REPORTER, backend.url, worker, *arguments, cwd=Path.cwd(), stdin=True)
+            )
             for worker in range(workers)
         ]
         for reporter in reporters:
@@ -740,24 +729,6 @@ def run_reporters(
             assert reporter.returncode == 0, errors
             fired += [(chord, results) for chord, results in json.loads(output)]
     return fired
-
-
-@contextmanager
-def reporter_process(url: str, *arguments: int) -> Iterator[subprocess.Popen[str]]:
-    """Run ``REPORTER`` in a child that starts on a line on its stdin; kill it by PID after."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", REPORTER, url, *map(str, arguments)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.communicate(timeout=10)
 
 
 def set_sizes(backend: ResultBackend, chords: range, size: int) -> list[tuple[int, list[Any]]]:

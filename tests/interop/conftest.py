@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,15 +95,26 @@ def delete_queue(broker: str, queue: str) -> None:
         channel.exchange_delete(queue)
 
 
+@contextmanager
+def module_worker(
+    side: str, servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InteropWorker]:
+    """A ``side`` worker for a test module; killed by PID and its queue deleted after."""
+    worker = start_worker(side, servers, tmp_path_factory.mktemp(side))
+    try:
+        yield worker
+    finally:
+        worker.kill()
+        delete_queue(servers.broker, worker.queue)
+
+
 @pytest.fixture(scope="module")
 def celery_worker(
     servers: Servers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InteropWorker]:
     """A real Celery worker (solo pool) running the interop tasks."""
-    worker = start_worker("celery", servers, tmp_path_factory.mktemp("celery"))
-    yield worker
-    worker.kill()
-    delete_queue(servers.broker, worker.queue)
+    with module_worker("celery", servers, tmp_path_factory) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +122,8 @@ def celeriac_worker(
     servers: Servers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InteropWorker]:
     """A celeriac worker (threads pool) running the same interop tasks."""
-    worker = start_worker("celeriac", servers, tmp_path_factory.mktemp("celeriac"))
-    yield worker
-    worker.kill()
-    delete_queue(servers.broker, worker.queue)
+    with module_worker("celeriac", servers, tmp_path_factory) as worker:
+        yield worker
 
 
 @pytest.fixture

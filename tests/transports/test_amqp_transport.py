@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import amqp
 import pytest
 
+from celeriac import Celeriac
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports import connect
 from celeriac.transports.amqp import AmqpTransport
@@ -109,6 +110,25 @@ def test_options_shape_the_queues_the_transport_creates(
     }
     assert queues["prioritized"] == ["classic", '[{"x-max-priority",5}]']
     assert queues["replicated"] == ["quorum", '[{"x-queue-type","quorum"}]']
+
+
+def test_celerys_queue_settings_reach_the_transport_and_options_win(vhost_url: str) -> None:
+    app = Celeriac(
+        "settings",
+        broker=vhost_url,
+        task_queue_max_priority=7,
+        task_default_queue_type="quorum",
+    )
+    app.conf.broker_transport_options = {"queue_type": "classic"}
+    try:
+        app.send_task("tasks.add", (1, 2), queue="prioritized")
+    finally:
+        app.close()
+
+    queues = {
+        row[0]: row[1:] for row in listing("list_queues", vhost_url, "name", "type", "arguments")
+    }
+    assert queues["prioritized"] == ["classic", '[{"x-max-priority",7}]']
 
 
 def test_quorum_queue_counts_every_delivery(vhost_url: str, opened: list[AmqpTransport]) -> None:
