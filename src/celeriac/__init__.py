@@ -6,9 +6,19 @@ result store, so nothing else needs to run.
 """
 
 from celeriac.app import Celeriac, Celery, shared_task
-from celeriac.canvas import Signature, maybe_signature, signature
+from celeriac.canvas import (
+    Signature,
+    chain,
+    chord,
+    chunks,
+    group,
+    maybe_signature,
+    signature,
+    xmap,
+    xstarmap,
+)
 from celeriac.current import current_app, current_task, get_current_app
-from celeriac.result import AsyncResult, EagerResult
+from celeriac.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from celeriac.task import Task
 
 __version__ = "0.1.0"
@@ -18,13 +28,21 @@ __all__ = [
     "Celeriac",
     "Celery",
     "EagerResult",
+    "GroupResult",
+    "ResultSet",
     "Signature",
     "Task",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
     "current_app",
     "current_task",
     "get_current_app",
+    "group",
     "maybe_signature",
     "shared_task",
     "signature",
+    "xmap",
+    "xstarmap",
 ]

@@ -257,6 +257,12 @@ class Celeriac:
         """Return the result handle of a task id."""
         return AsyncResult(task_id, app=self, **kwargs)
 
+    def GroupResult(self, group_id: str | None = None, results: Any = None, **kwargs: Any) -> Any:
+        """Return a group's result handle; ``GroupResult.restore`` reads a saved one."""
+        from celeriac.result import GroupResult
+
+        return GroupResult(group_id, results, app=self, **kwargs)
+
     # ---- connections -------------------------------------------------------------------
 
     @property

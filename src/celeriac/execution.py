@@ -20,16 +20,19 @@ import time
 import traceback as traceback_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
 from celeriac import signals, states
-from celeriac.canvas.signature import Signature, maybe_signature
+from celeriac.canvas.chord import report_chord_part
+from celeriac.canvas.group import group
+from celeriac.canvas.signature import Signature, maybe_signature, option_list
 from celeriac.context import Context
 from celeriac.current import task_running
 from celeriac.exceptions import Ignore, Reject, Retry
 from celeriac.protocol.result_meta import build_meta
-from celeriac.result import EagerResult
+from celeriac.result import AsyncResult, EagerResult, GroupResult
 from celeriac.task import Task, current_request_options
 
 logger = logging.getLogger("celeriac.execution")
@@ -119,6 +122,8 @@ def store_state(
     """Store a state for the request's task id, if results are kept for it."""
     if request.id is None or not _should_store(task, request, is_error=is_error):
         return
+    if isinstance(result, AsyncResult | GroupResult):
+        result = result.as_tuple()
     meta = build_meta(
         request.id,
         state,
@@ -132,9 +137,14 @@ def store_state(
     task.app.store_meta(meta)
 
 
-def _follow_up(signature: Signature, eager: bool, args: Sequence[Any], **options: Any) -> Any:
+def _follow_up(
+    request: Context, signature: Signature, eager: bool, args: Sequence[Any], **options: Any
+) -> Any:
+    """Apply a callback or chain hop; a sent one is already a child through ``add_to_parent``."""
     if eager:
-        return signature.apply(args, **options)
+        result = signature.apply(args, **options)
+        request.children.append(result)
+        return result
     return signature.apply_async(args, **options)
 
 
@@ -143,13 +153,12 @@ def _run_callbacks(task: Task[Any, Any], request: Context, retval: Any, eager: b
     for callback in request.callbacks or ():
         signature = maybe_signature(callback, app=task.app)
         if signature is not None:
-            request.children.append(_follow_up(signature, eager, (retval,), **lineage))
+            _follow_up(request, signature, eager, (retval,), **lineage)
     chain = list(request.chain or ())
     if chain:
         next_hop = maybe_signature(chain.pop(), app=task.app)
         if next_hop is not None:
-            result = _follow_up(next_hop, eager, (retval,), chain=chain, **lineage)
-            request.children.append(result)
+            _follow_up(request, next_hop, eager, (retval,), chain=chain, **lineage)
 
 
 def _accepts_request_form(task: Task[Any, Any]) -> bool:
@@ -166,25 +175,42 @@ def _accepts_request_form(task: Task[Any, Any]) -> bool:
     return has_varargs or len(positional) > 1
 
 
-def _run_errbacks(
-    task: Task[Any, Any], request: Context, exc: BaseException, einfo: ExceptionInfo, eager: bool
+def run_errbacks(
+    app: Any, request: Context, exc: BaseException, traceback: str | None, *, eager: bool
 ) -> None:
-    """Call errbacks: ``(request, exc, traceback)`` inline when registered, else send ``(id,)``."""
+    """Call the request's errbacks as Celery does.
+
+    A registered errback task that takes more than one argument is called here as
+    ``(request, exc, traceback)``; the others are sent together, as a group, with the
+    failed task's id.
+    """
     lineage = {"parent_id": request.id, "root_id": request.root_id or request.id}
+    to_send = []
     for errback in request.errbacks or ():
-        signature = maybe_signature(errback, app=task.app)
+        signature = maybe_signature(errback, app=app)
         if signature is None:
             continue
-        errback_task = task.app.tasks.get(signature.task)
+        errback_task = app.tasks.get(signature.task)
         if errback_task is not None and _accepts_request_form(errback_task):
-            _call_quietly("errback", signature, request, exc, einfo.traceback)
+            _call_quietly("errback", signature, request, exc, traceback)
         else:
-            _call_quietly("errback", _follow_up, signature, eager, (request.id,), **lineage)
+            to_send.append(signature)
+    if to_send:
+        errbacks = group(to_send, app=app)
+        _call_quietly(
+            "errback", partial(_follow_up, request, errbacks, eager, (request.id,), **lineage)
+        )
+
+
+def _report_to_chord(task: Task[Any, Any], request: Context, state: str, result: Any) -> None:
+    if request.chord and not request.is_eager:
+        report_chord_part(task.app, request, state, result)
 
 
 def _on_success(task: Task[Any, Any], request: Context, retval: Any, eager: bool) -> TraceOutcome:
     _run_callbacks(task, request, retval, eager)
     store_state(task, request, states.SUCCESS, retval)
+    _report_to_chord(task, request, states.SUCCESS, retval)
     _call_quietly("on_success", task.on_success, retval, request.id, request.args, request.kwargs)
     signals.task_success.send(sender=task, result=retval)
     return TraceOutcome(states.SUCCESS, retval)
@@ -210,7 +236,8 @@ def _on_failure(
     elif not eager:
         logger.error("Task %s[%s] raised unexpected: %r", task.name, request.id, exc, exc_info=exc)
     store_state(task, request, states.FAILURE, exc, traceback=einfo.traceback, is_error=True)
-    _run_errbacks(task, request, exc, einfo, eager)
+    _report_to_chord(task, request, states.FAILURE, exc)
+    run_errbacks(task.app, request, exc, einfo.traceback, eager=eager)
     _call_quietly(
         "on_failure", task.on_failure, exc, request.id, request.args, request.kwargs, einfo
     )
@@ -230,6 +257,7 @@ def _on_reject(task: Task[Any, Any], request: Context, reject: Reject) -> TraceO
     einfo = ExceptionInfo.from_exception(reject)
     if not reject.requeue:
         store_state(task, request, states.FAILURE, reject, traceback=einfo.traceback, is_error=True)
+        _report_to_chord(task, request, states.FAILURE, reject)
     return TraceOutcome(REJECTED, reject, einfo, requeue=reject.requeue)
 
 
@@ -325,23 +353,9 @@ def report_internal_error(
         traceback=einfo.tb,
         einfo=einfo,
     )
-    _call_quietly(
-        "storing the failure",
-        store_state,
-        task,
-        request,
-        states.FAILURE,
-        exc,
-    )
+    _call_quietly("storing the failure", store_state, task, request, states.FAILURE, exc)
+    _call_quietly("reporting to the chord", _report_to_chord, task, request, states.FAILURE, exc)
     return TraceOutcome(states.FAILURE, exc, einfo)
-
-
-def _as_list(value: Any) -> list[Any] | None:
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        return [value]
-    return list(value)
 
 
 def apply_eagerly(
@@ -369,8 +383,8 @@ def apply_eagerly(
         kwargs=kwargs,
         retries=retries,
         is_eager=True,
-        callbacks=_as_list(link),
-        errbacks=_as_list(link_error),
+        callbacks=option_list(link) or None,
+        errbacks=option_list(link_error) or None,
         chain=options.get("chain"),
         root_id=options.get("root_id") or lineage.get("root_id") or task_id,
         parent_id=options.get("parent_id") or lineage.get("parent_id"),
@@ -395,4 +409,11 @@ def apply_eagerly(
     )
 
 
-__all__ = ["ExceptionInfo", "TraceOutcome", "apply_eagerly", "store_state", "trace_task"]
+__all__ = [
+    "ExceptionInfo",
+    "TraceOutcome",
+    "apply_eagerly",
+    "run_errbacks",
+    "store_state",
+    "trace_task",
+]

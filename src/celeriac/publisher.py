@@ -2,15 +2,20 @@
 
 Options are turned into one protocol-v2 message, the publish signals are sent around
 the transport call, and the result handle is returned. This is the client's hot path:
-signals with no receivers and disabled events cost one check each.
+signals with no receivers and disabled events cost one check each. Inside
+``batch_publish`` the messages are gathered and put on the broker in one call, as a
+group's members are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
@@ -25,6 +30,53 @@ from celeriac.transports.base import OutgoingMessage, clamp_priority
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+
+
+@dataclass
+class _Batch:
+    """Messages gathered by ``batch_publish`` and what to do once they are published."""
+
+    app: Celeriac
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
+    retry: bool = False
+
+
+_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+    "celeriac_publish_batch", default=None
+)
+
+
+@contextlib.contextmanager
+def batch_publish(app: Celeriac) -> Iterator[None]:
+    """Gather the messages ``app`` sends in this block and publish them in one call.
+
+    Messages sent through a producer or connection of their own are published at once.
+    The publish signals and events of each message follow the batch's publish. Nested
+    blocks join the outer one.
+    """
+    if _batch.get() is not None:
+        yield
+        return
+    batch = _Batch(app)
+    token = _batch.set(batch)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    if batch.messages:
+        transport = app.transport
+        policy = app.conf.task_publish_retry_policy
+
+        def publish() -> None:
+            transport.publish_many(batch.messages)
+
+        if batch.retry:
+            retry_over_time(publish, policy)
+        else:
+            publish()
+    for action in batch.after:
+        action()
 
 
 def _utc_datetime(moment: datetime.datetime) -> datetime.datetime:
@@ -91,17 +143,21 @@ def _publisher(
         )
     handle = producer if producer is not None else connection
     transport = app.transport if handle is None else transport_of(handle)
+    messages = _outgoing(route, envelope, eta)
+    if len(messages) == 1:
+        one = messages[0]
+        return lambda: transport.publish(one.queue, envelope, priority=one.priority, eta=eta)
+    return lambda: transport.publish_many(messages)
+
+
+def _outgoing(route: Route, envelope: Envelope, eta: float | None) -> list[OutgoingMessage]:
     if not route.queues:
         raise QueueNotFound(
             f"no queue is bound to exchange {route.exchange!r}"
             f" with routing key {route.routing_key!r}"
         )
     priority = clamp_priority(envelope.properties.get("priority"))
-    if len(route.queues) == 1:
-        queue = route.queues[0]
-        return lambda: transport.publish(queue, envelope, priority=priority, eta=eta)
-    messages = [OutgoingMessage(queue, envelope, priority, eta) for queue in route.queues]
-    return lambda: transport.publish_many(messages)
+    return [OutgoingMessage(queue, envelope, priority, eta) for queue in route.queues]
 
 
 def send_task_message(
@@ -194,7 +250,10 @@ def send_task_message(
     body = (args, kwargs, embed)
     policy = dict(conf.task_publish_retry_policy, **(retry_policy or {}))
     eta_time = eta_moment.timestamp() if eta_moment is not None else None
-    publish = _publisher(app, route, envelope, eta_time, producer, connection)
+    batch = _batch.get()
+    if batch is not None and (batch.app is not app or producer or connection):
+        batch = None
+    publish = None if batch else _publisher(app, route, envelope, eta_time, producer, connection)
     if signals.before_task_publish.has_listeners(name):
         signals.before_task_publish.send(
             sender=name,
@@ -206,15 +265,31 @@ def send_task_message(
             declare=[],
             retry_policy=policy,
         )
-    if conf.task_publish_retry if retry is None else retry:
-        retry_over_time(publish, policy)
+    should_retry = conf.task_publish_retry if retry is None else retry
+
+    def after() -> None:
+        app.clock.forward()
+        _after_publish(
+            app, name, task_id, body, route.exchange, route.routing_key, envelope.headers
+        )
+        if conf.task_send_sent_event:
+            _send_task_sent_event(
+                app, envelope.headers, route.queue, route.exchange, route.routing_key
+            )
+
+    if batch is not None:
+        batch.messages.extend(_outgoing(route, envelope, eta_time))
+        batch.retry = batch.retry or bool(should_retry)
+        batch.after.append(after)
     else:
-        publish()
-    app.clock.forward()
-    _after_publish(app, name, task_id, body, route.exchange, route.routing_key, envelope.headers)
-    if conf.task_send_sent_event:
-        _send_task_sent_event(app, envelope.headers, route.queue, route.exchange, route.routing_key)
+        assert publish is not None
+        if should_retry:
+            retry_over_time(publish, policy)
+        else:
+            publish()
+        after()
     result: AsyncResult[Any] = AsyncResult(task_id, app=app, task_name=name)
+    result.ignored = bool(options.get("ignore_result"))
     if add_to_parent and parent is not None and parent.trail and parent_id is not None:
         parent.request.children.append(result)
     return result

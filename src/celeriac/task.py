@@ -12,7 +12,7 @@ import contextvars
 import inspect
 import types
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
@@ -21,6 +21,7 @@ from celeriac.canvas.signature import Signature, signature
 from celeriac.context import Context
 from celeriac.current import get_current_app, get_current_task
 from celeriac.exceptions import (
+    Ignore,
     ImproperlyConfigured,
     MaxRetriesExceededError,
     OperationalError,
@@ -471,6 +472,87 @@ class Task(Generic[P, R]):
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """Shortcut for an immutable signature: the parent's result is not prepended."""
         return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Iterable[Any]) -> Signature:
+        """A signature calling this task with each item of ``it``, in one message."""
+        from celeriac.canvas.chunks import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Sequence[Any]]) -> Signature:
+        """A signature calling this task with each item of ``it`` as its arguments."""
+        from celeriac.canvas.chunks import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> Signature:
+        """A signature running ``starmap`` over ``it`` in parts of ``n``, as a group."""
+        from celeriac.canvas.chunks import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
+    # ---- workflows from inside a task -----------------------------------------------
+
+    def replace(self, sig: Signature) -> Any:
+        """Replace the running task by ``sig``, which takes over its id and place.
+
+        The new signature inherits the task's id, callbacks, errbacks, chord membership
+        and the rest of its chain; a group becomes one result (a list) through
+        ``celery.accumulate``. On a worker it is sent and ``Ignore`` raised, so nothing is
+        stored for this run; in eager mode it runs here and its value is returned.
+        """
+        from celeriac.canvas.chain import chain
+        from celeriac.canvas.group import group
+
+        request = self.request
+        if isinstance(sig, chain) and not sig.tasks:
+            raise ImproperlyConfigured("Cannot replace with an empty chain")
+        if isinstance(sig, group):
+            sig = sig | self.app.tasks["celery.accumulate"].s(index=0)
+        for callback in request.callbacks or ():
+            sig.link(callback)
+        for errback in request.errbacks or ():
+            sig.link_error(errback)
+        sig.freeze(request.id)
+        nesting = (request.replaced_task_nesting or 0) + 1
+        membership = {
+            "chord": request.chord,
+            "group_id": request.group,
+            "group_index": request.group_index,
+            "root_id": request.root_id,
+        }
+        sig.set(
+            replaced_task_nesting=nesting,
+            **{key: value for key, value in membership.items() if value is not None},
+        )
+        for hop in reversed(request.chain or ()):
+            sig = sig | signature(hop, app=self.app).set(replaced_task_nesting=nesting)
+        return self.on_replace(sig)
+
+    def on_replace(self, sig: Signature) -> Any:
+        """Run or send the replacing signature; override to change how (seed 004)."""
+        if self.request.is_eager:
+            return sig.apply().get(disable_sync_subtasks=False)
+        sig.delay()
+        raise Ignore("Replaced by new task")
+
+    def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
+        """Add ``sig`` to the chord the running task belongs to; the body waits for it too.
+
+        Returns its AsyncResult, or with ``lazy`` the signature to send yourself.
+        """
+        request = self.request
+        if not request.chord or request.group is None:
+            raise ValueError("Current task is not member of any chord")
+        sig.set(
+            group_id=request.group,
+            group_index=request.group_index,
+            chord=request.chord,
+            root_id=request.root_id,
+        )
+        sig.freeze()
+        self.backend.add_to_chord(request.group, sig.chord_size)
+        return sig if lazy else sig.delay()
 
     # ---- talking from inside a task -------------------------------------------------
 

@@ -1,24 +1,44 @@
 """Signature: one task call (name, args, kwargs, options) as a dict that travels in messages.
 
 A Signature is a ``dict`` with Celery's keys (task, args, kwargs, options, subtask_type,
-immutable) so that it serializes to exactly the wire shape of protocol §2.4.
+immutable) so that it serializes to exactly the wire shape of protocol §2.4. The
+primitives (chain, group, chord) subclass it and register under their ``subtask_type``,
+so a primitive found in a message comes back as its own class.
 """
 
 from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.result import AsyncResult, EagerResult
     from celeriac.task import Task
 
+S = TypeVar("S", bound="type[Signature]")
+
+# Options that place a task in a workflow: they go to the task whose result is the
+# workflow's (the last of a chain, the body of a chord, every member of a group).
+MEMBERSHIP_OPTIONS = ("group_id", "group_index", "chord")
+
 
 class Signature(dict[str, Any]):
     """A task name with partial arguments and options; call ``apply_async`` to send it."""
+
+    TYPES: ClassVar[dict[str, type[Signature]]] = {}
+
+    @classmethod
+    def register_type(cls, name: str) -> Callable[[S], S]:
+        """Register a primitive class under its ``subtask_type`` for ``from_dict``."""
+
+        def register(subclass: S) -> S:
+            cls.TYPES[name] = subclass
+            return subclass
+
+        return register
 
     def __init__(
         self,
@@ -52,8 +72,14 @@ class Signature(dict[str, Any]):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], app: Celeriac | None = None) -> Signature:
-        """Rebuild a signature from its dict form, as found in a message."""
-        return cls(dict(data), app=app)
+        """Rebuild a signature from its dict form, as found in a message.
+
+        A primitive's dict (``subtask_type`` chain, group or chord) becomes its class.
+        """
+        subclass = Signature.TYPES.get(str(data.get("subtask_type")))
+        if subclass is not None and cls is not subclass:
+            return subclass.from_dict(data, app=app)
+        return Signature(dict(data), app=app)
 
     @property
     def task(self) -> str:
@@ -89,9 +115,14 @@ class Signature(dict[str, Any]):
 
     @property
     def id(self) -> str | None:
-        """The task id fixed for this signature, if any."""
+        """The task id fixed for this signature (its result's id), if any."""
         value = self.options.get("task_id")
         return str(value) if value is not None else None
+
+    @property
+    def chord_size(self) -> int:
+        """How many results this signature gives a chord it is a header member of."""
+        return 1
 
     @property
     def app(self) -> Celeriac:
@@ -166,7 +197,28 @@ class Signature(dict[str, Any]):
         merged_args, merged_kwargs, merged_options = self._merge(args, kwargs, options)
         data = copy.deepcopy(dict(self))
         data.update(args=merged_args, kwargs=merged_kwargs, options=merged_options)
-        return Signature(data, app=self._app, type=self._type)
+        return self._rebuilt(data)
+
+    def _rebuilt(self, data: dict[str, Any]) -> Signature:
+        clone = Signature.from_dict(data, app=self._app)
+        clone._type = self._type
+        return clone
+
+    def replace(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Signature:
+        """Return a copy whose args, kwargs or options are replaced by those given."""
+        data = copy.deepcopy(dict(self))
+        if args is not None:
+            data["args"] = list(args)
+        if kwargs is not None:
+            data["kwargs"] = dict(kwargs)
+        if options is not None:
+            data["options"] = dict(options)
+        return self._rebuilt(data)
 
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
         """Set options (and immutability) in place; returns the signature."""
@@ -179,12 +231,41 @@ class Signature(dict[str, Any]):
         """Make the signature ignore (or take) its parent's result."""
         self["immutable"] = immutable
 
-    def freeze(self, _id: str | None = None, **options: Any) -> AsyncResult[Any]:
-        """Fix the task id (and options) now, so the result is known before sending."""
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Fix the task id (and workflow options) now, so the result is known before sending.
+
+        Returns the result the signature will have: an AsyncResult here, a GroupResult
+        for a group, the last task's result for a chain, the body's for a chord.
+        """
         self.options.update(options)
+        given = {
+            "group_id": group_id,
+            "chord": chord,
+            "root_id": root_id,
+            "parent_id": parent_id,
+            "group_index": group_index,
+        }
+        self.options.update({key: value for key, value in given.items() if value is not None})
         task_id = _id or self.options.get("task_id") or str(uuid.uuid4())
         self.options["task_id"] = task_id
-        return self.app.AsyncResult(task_id)
+        return self.app.AsyncResult(task_id, task_name=self.get("task"))
+
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        """``a | b``: a chain; a group followed by anything is a chord."""
+        if not isinstance(other, Signature):
+            return NotImplemented
+        from celeriac.canvas.chain import chain
+
+        return chain(self, other, app=self._app)
 
     def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
         """Add a callback applied with this task's result when it succeeds."""
@@ -196,6 +277,11 @@ class Signature(dict[str, Any]):
         self.options.setdefault("link_error", []).append(errback)
         return errback
 
+    def on_error(self, errback: Mapping[str, Any]) -> Signature:
+        """Add an errback and return this signature, for call chaining."""
+        self.link_error(errback)
+        return self
+
     def __repr__(self) -> str:
         arguments = [repr(arg) for arg in self.args]
         arguments += [f"{key}={value!r}" for key, value in self.kwargs.items()]
@@ -203,7 +289,7 @@ class Signature(dict[str, Any]):
         return f"{prefix}{self.task}({', '.join(arguments)})"
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Signature:
-        return Signature(copy.deepcopy(dict(self), memo), app=self._app, type=self._type)
+        return self._rebuilt(copy.deepcopy(dict(self), memo))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Signature.from_dict, (dict(self),)
@@ -228,3 +314,35 @@ def maybe_signature(data: Any, app: Celeriac | None = None) -> Signature | None:
             data._app = app
         return data
     return Signature.from_dict(data, app=app)
+
+
+def option_list(value: Any) -> list[Any]:
+    """A ``link``/``link_error`` option (one signature, a list of them, or None) as a list."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [value]
+    return list(value)
+
+
+def running_task_lineage() -> dict[str, Any]:
+    """parent_id/root_id for messages sent from the task running here ({} outside a task)."""
+    from celeriac.task import current_request_options
+
+    return current_request_options()
+
+
+def add_to_running_task(result: Any) -> None:
+    """Record ``result`` among the children of the task running here, if one is."""
+    from celeriac.current import get_current_task
+
+    task = get_current_task()
+    if task is not None and task.trail and running_task_lineage():
+        task.request.children.append(result)
+
+
+def as_signatures(items: Any, app: Celeriac | None = None) -> list[Signature]:
+    """Turn one signature or an iterable of them (dicts too) into a list of Signatures."""
+    if isinstance(items, Mapping):
+        items = [items]
+    return [sig for sig in (maybe_signature(item, app=app) for item in items) if sig is not None]

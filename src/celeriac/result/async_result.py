@@ -136,6 +136,8 @@ class AsyncResult(ResultBase, Generic[R]):
         if following:
             self._raise_parent_failure()
         meta = self._cache or self._wait(timeout, interval, following)
+        if following:
+            self._raise_parent_failure()
         self._set_cache(meta)
         if on_message is not None:
             on_message(meta)

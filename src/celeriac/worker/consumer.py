@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
+from celeriac.canvas.chord import report_chord_part
+from celeriac.context import Context
 from celeriac.exceptions import (
     ContentDisallowed,
     DecodeError,
@@ -247,7 +249,7 @@ class Consumer:
             message=request.delivery.envelope,
             exc=exc,
         )
-        self._store(build_meta(request.id, states.FAILURE, exc))
+        self.store_outcome(request, states.FAILURE, exc)
         self._quietly(self.transport.dead_letter, [request.tag], f"NotRegistered: {request.name}")
         self._send_task_event("task-failed", request, exception=repr(exc), traceback=None)
 
@@ -262,7 +264,7 @@ class Consumer:
         """Drop a revoked or expired message: store REVOKED, send ``task_revoked``."""
         reason = "expired" if expired else "terminated" if terminated else "revoked"
         logger.info("Discarding %s task %s[%s]", reason, request.name, request.id)
-        self._store(build_meta(request.id, states.REVOKED, TaskRevokedError(reason)))
+        self.store_outcome(request, states.REVOKED, TaskRevokedError(reason))
         if not request.acknowledged:
             self.ack(request)
         task = self.app.tasks.get(request.name)
@@ -372,8 +374,22 @@ class Consumer:
             if held:
                 self._quietly(self.transport.extend_lease, held)
 
-    def _store(self, meta: dict[str, Any]) -> None:
-        self._quietly(self.app.store_meta, meta)
+    def store_outcome(self, request: Request, state: str, exc: BaseException) -> None:
+        """Store an outcome decided here, not by the task, and tell the task's chord of it."""
+        self._quietly(self.app.store_meta, build_meta(request.id, state, exc))
+        if request.message.group is not None:
+            self._quietly(self._report_chord_part, request, state, exc)
+
+    def _report_chord_part(self, request: Request, state: str, exc: BaseException) -> None:
+        _, _, embed = request.message.decode_body(self.app.conf.accept_content)
+        context = Context(
+            id=request.id,
+            group=request.message.group,
+            group_index=request.message.group_index,
+            root_id=request.message.root_id,
+            chord=embed.get("chord"),
+        )
+        report_chord_part(self.app, context, state, exc)
 
     def _quietly(self, function: Any, *args: Any) -> None:
         try:

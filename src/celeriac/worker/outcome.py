@@ -8,11 +8,10 @@ died, sends the task events, and frees the pool slot.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from celeriac import states
 from celeriac.exceptions import TaskRevokedError
-from celeriac.protocol.result_meta import build_meta
 from celeriac.worker.pools.base import JobOutcome
 from celeriac.worker.request import Request
 
@@ -104,8 +103,7 @@ class OutcomeHandler:
             consumer.transport.reject([request.tag], requeue=True)
             request.acknowledged = True
             return
-        meta: dict[str, Any] = build_meta(request.id, states.FAILURE, exc)
-        consumer._quietly(consumer.app.store_meta, meta)
+        consumer.store_outcome(request, states.FAILURE, exc)
         if not request.acknowledged:
             consumer.ack(request)
         consumer._send_task_event("task-failed", request, exception=repr(exc), traceback=None)

@@ -1,0 +1,179 @@
+"""group: tasks run in parallel; their results come back together as a GroupResult.
+
+Every member is sent with the group's id and its position (``group`` and
+``group_index`` headers), all in one batch when the broker can take one. A group
+sent where a chain continues after it (a hop carrying a ``chain`` field) is a chord
+with the rest of the chain as its body, as Celery treats it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac.canvas.signature import (
+    MEMBERSHIP_OPTIONS,
+    Signature,
+    add_to_running_task,
+    as_signatures,
+    option_list,
+    running_task_lineage,
+)
+from celeriac.result import GroupResult
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+# Group options that every member also gets.
+SHARED_OPTIONS = ("link", "link_error")
+
+
+@Signature.register_type("group")
+class group(Signature):
+    """Run tasks in parallel: ``group(add.s(i, i) for i in range(10))()``."""
+
+    def __init__(self, *tasks: Any, app: Celeriac | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        members = as_signatures(tasks, app=app)
+        super().__init__(
+            "celery.group",
+            kwargs={"tasks": members},
+            options=options,
+            subtask_type="group",
+            app=app or next((member._app for member in members if member._app), None),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: Celeriac | None = None) -> group:
+        """Rebuild a group from its dict form."""
+        kwargs = data.get("kwargs") or {}
+        rebuilt = cls(*as_signatures(kwargs.get("tasks") or (), app=app), app=app)
+        rebuilt.update({key: value for key, value in data.items() if key != "kwargs"})
+        rebuilt["kwargs"] = dict(kwargs, tasks=rebuilt.tasks)
+        return rebuilt
+
+    @property
+    def tasks(self) -> list[Signature]:
+        """The members."""
+        members: list[Signature] = self["kwargs"]["tasks"]
+        return members
+
+    @property
+    def chord_size(self) -> int:
+        """Every member's results count in a chord this group is a header member of."""
+        return sum(member.chord_size for member in self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        """Fix the group id and every member's id now; returns the GroupResult.
+
+        In a chord's header (``chord`` given) the members report to the chord, so they
+        take the chord's group id; a nested group's members then share its position.
+        """
+        self.options.update(options)
+        own_id = _id or self.options.get("task_id") or group_id or str(uuid.uuid4())
+        self.options["task_id"] = own_id
+        member_group = group_id if chord is not None and group_id is not None else own_id
+        results = []
+        for index, member in enumerate(self.tasks):
+            position = group_index if chord is not None and group_index is not None else index
+            results.append(
+                member.freeze(
+                    group_id=member_group,
+                    group_index=position,
+                    chord=chord,
+                    root_id=root_id,
+                    parent_id=parent_id,
+                )
+            )
+        return GroupResult(own_id, results, app=self.app)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        route_name: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Send every member (in one batch where possible); return the GroupResult."""
+        app = self.app
+        options = dict(self.options, **options)
+        following = options.pop("chain", None)
+        if following:
+            from celeriac.canvas.chain import chain
+            from celeriac.canvas.chord import chord
+
+            body = chain(*reversed(following), app=app)
+            return chord(self, body, app=app).apply_async(args, kwargs, **options)
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        add_to_parent = options.pop("add_to_parent", True)
+        result = self._frozen(options)
+        from celeriac.publisher import batch_publish
+
+        with batch_publish(app):
+            for member in self.tasks:
+                member.apply_async(args, kwargs, add_to_parent=False, **options)
+        if add_to_parent:
+            add_to_running_task(result)
+        return result
+
+    def _frozen(self, options: dict[str, Any]) -> GroupResult:
+        """Freeze with the call's workflow options, taking them out of ``options``."""
+        lineage = running_task_lineage()
+        shared = {key: options.pop(key) for key in SHARED_OPTIONS if key in options}
+        for member in self.tasks:
+            for callback in option_list(shared.get("link")):
+                member.link(callback)
+            for errback in option_list(shared.get("link_error")):
+                member.link_error(errback)
+        return self.freeze(
+            options.pop("task_id", None),
+            root_id=options.pop("root_id", None) or lineage.get("root_id"),
+            parent_id=options.pop("parent_id", None) or lineage.get("parent_id"),
+            **{key: options.pop(key) for key in MEMBERSHIP_OPTIONS if key in options},
+        )
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run every member here, one after another; returns a GroupResult of their results."""
+        options = dict(self.options, **options)
+        options.pop("chain", None)
+        frozen = self._frozen(options)
+        results = [member.apply(args, kwargs, **options) for member in self.tasks]
+        return GroupResult(frozen.id, results, app=self.app)
+
+    def __call__(self, *partial_args: Any, **options: Any) -> Any:
+        """``group(...)()`` sends the group, as Celery's does."""
+        return self.apply_async(partial_args, **options)
+
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        """``group | sig`` is a chord with ``sig`` as its body."""
+        if not isinstance(other, Signature):
+            return NotImplemented
+        from celeriac.canvas.chord import chord
+
+        return chord(self, other, app=self._app)
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(repr(member) for member in self.tasks)}])"
+
+
+__all__ = ["group"]
