@@ -58,3 +58,44 @@ def request_info(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         "root_id": request.root_id,
         "parent_id": request.parent_id,
     }
+
+
+@app.task(name="interop.tsum")
+def tsum(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@app.task(name="interop.echo")
+def echo(value: Any) -> Any:
+    return value
+
+
+@app.task(name="interop.record_error")
+def record_error(request: Any, exc: BaseException, traceback: Any) -> None:
+    """An errback in Celery's ``(request, exc, traceback)`` form: the worker calls it inline,
+    so it leaves what it was given in Redis for the test to read."""
+    import json
+
+    import redis
+
+    seen = {
+        "id": request.id,
+        "task": request.task,
+        "args": list(request.args),
+        "exc": repr(exc),
+        "traceback_type": type(traceback).__name__,
+        "traceback_tail": str(traceback).strip().splitlines()[-1:],
+    }
+    with redis.Redis.from_url(os.environ["INTEROP_BACKEND"]) as client:
+        client.set(f"interop-errback-{request.id}", json.dumps(seen), ex=600)
+
+
+@app.task(name="interop.tally", bind=True)
+def tally(self: Any, numbers: list[int]) -> int:
+    """Sum ``numbers`` and count in Redis how many times this task id ran."""
+    import redis
+
+    with redis.Redis.from_url(os.environ["INTEROP_BACKEND"]) as client:
+        client.incr(f"interop-runs-{self.request.id}")
+        client.expire(f"interop-runs-{self.request.id}", 600)
+    return sum(numbers)
