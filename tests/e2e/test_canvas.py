@@ -4,7 +4,7 @@ Every test runs against one ``canvasproj`` worker per broker/result-store pair (
 with SQLite; Redis and RabbitMQ brokers, each with Redis and PostgreSQL results), and,
 where Celery's eager mode behaves the same, with ``task_always_eager`` in this process
 and no worker: the expected values are the same in every mode. Tests of what only a
-worker does (countdowns, chord errors, add_to_chord, progress seen while the task runs,
+worker does (countdowns, add_to_chord, progress seen while the task runs,
 refusing result.get() inside a task, message fields) run on the workers only. Expected
 values follow Celery's documented behaviour.
 """
@@ -280,20 +280,17 @@ def test_starmap(canvas: Canvas) -> None:
 # ---- errors, errbacks, callbacks -----------------------------------------------------
 
 
-@on_workers
 def test_failing_chord_header_fails_the_chord_and_calls_body_errbacks(canvas: Canvas) -> None:
-    """The body fails with ChordError and its errbacks run.
+    """The body fails with ChordError and its errbacks run, in eager mode too.
 
     The chord's own handle follows its parents (the header), so, as in Celery, it raises
-    the member's ValueError if it sees the member's failure before the body's, else the
-    ChordError: either is right. Eager chords raise the member's error and fail no body,
-    as Celery's do, so this runs on workers only.
+    the member's ValueError; the body's own result is the ChordError.
     """
     body = collect.s().on_error(on_error_new.s()).on_error(on_error_old.s())
 
     result = chord([fail_on.s(i, 2) for i in range(4)], body).apply_async()
 
-    with pytest.raises((ChordError, ValueError), match="bad member 2"):
+    with pytest.raises(ValueError, match="bad member 2"):
         result.get(timeout=TIMEOUT)
     with pytest.raises(ChordError, match="bad member 2"):
         canvas.app.AsyncResult(result.id).get(timeout=TIMEOUT)

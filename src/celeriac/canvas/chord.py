@@ -315,10 +315,13 @@ def fail_chord_body(
     *,
     eager: bool = False,
 ) -> None:
-    """Store ``exc`` as the body's outcome and run the body's errbacks with it."""
+    """Store ``exc`` as the body's outcome and run the body's errbacks with it.
+
+    In eager mode it is stored only with ``task_store_eager_result``, as eager results are.
+    """
     from celeriac.execution import run_errbacks
 
-    if not eager:
+    if not eager or app.conf.task_store_eager_result:
         traceback_text = "".join(traceback.format_exception(exc))
         for task_id in result_ids(body):
             app.store_meta(build_meta(task_id, states.FAILURE, exc, traceback=traceback_text))
