@@ -251,6 +251,7 @@ def test_an_empty_chord_calls_its_body_with_an_empty_list(app: Celeriac) -> None
 
 def test_nested_shapes_finish_with_celerys_values(app: Celeriac) -> None:
     add, tsum = app.tasks["add"], app.tasks["tsum"]
+    accumulate = app.tasks["celery.accumulate"]
     shapes = {
         "group in a chain": (chain(add.s(1, 1), group(add.s(1), add.s(2)), tsum.s()), 7),
         "chord in a chain": (chain(chord([add.s(1, 1)], tsum.s()), add.s(10), add.s(100)), 112),
@@ -258,6 +259,14 @@ def test_nested_shapes_finish_with_celerys_values(app: Celeriac) -> None:
         "chord with a chain body": (chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(1)), 7),
         "group then group": (group(add.s(1, 1), add.s(2, 2)) | group(tsum.s(), tsum.s()), [6, 6]),
         "chain in a chord header": (chord([add.s(1, 1) | add.s(1), add.s(0, 1)], tsum.s()), 4),
+        "group in a chord header": (
+            chord([group(add.s(1, 0), add.s(2, 0), add.s(3, 0)), add.s(4, 0)], accumulate.s()),
+            [[[1, 2, 3], 4]],
+        ),
+        "chain ending in a group in a chord header": (
+            chord([add.s(1, 0) | group(add.s(1), add.s(2)), add.s(9, 0)], accumulate.s()),
+            [[[2, 3], 9]],
+        ),
         "chord in a chord header": (
             chord([chord([add.s(1, 1)], tsum.s()), add.s(1, 1)], tsum.s()),
             4,
@@ -352,19 +361,22 @@ def test_a_chord_of_a_thousand_tasks_fires_once(app: Celeriac) -> None:
 def test_eager_mode_gives_the_workers_results(app: Celeriac, eager: bool) -> None:
     add, tsum, boom = app.tasks["add"], app.tasks["tsum"], app.tasks["boom"]
     app.conf.task_always_eager = eager
+    identity = app.tasks["celery.accumulate"].s(index=0)
     shapes = [
         chain(add.s(1, 2), add.s(10), add.si(100, 200)),
         group(add.s(i, i) for i in range(3)),
         chord([add.s(1, 1), add.s(2, 2)], tsum.s()),
         chain(add.s(1, 1), group(add.s(1), add.s(2)), tsum.s()),
         chunks(add.s(), [(1, 1), (2, 2)], 1),
+        chord([group(add.s(1, 0), add.s(2, 0)), add.s(4, 0)], identity),
     ]
 
     results = [shape.apply_async() for shape in shapes]
     failed = chord([add.s(1, 1), boom.s("bad")], tsum.s()).apply_async()
     run_all(app)
 
-    assert [result.get(timeout=5) for result in results] == [300, [0, 2, 4], 6, 7, [[2], [4]]]
+    expected = [300, [0, 2, 4], 6, 7, [[2], [4]], [[1, 2], 4]]
+    assert [result.get(timeout=5) for result in results] == expected
     with pytest.raises(ValueError, match="bad"):
         failed.get(timeout=5)
     assert isinstance(failed.result, ChordError)

@@ -156,7 +156,11 @@ class chord(Signature):
         route_name: str | None = None,
         **options: Any,
     ) -> Any:
-        """Record the header size, send the header tasks; return the body's result."""
+        """Record the header size, send the header tasks; return the body's result.
+
+        A header with nested groups is saved first (as Celery saves it), so that the
+        body gets their results nested.
+        """
         target = self._with_call_options(kwargs, options)
         app = target.app
         options = dict(target.options, **options)
@@ -172,7 +176,10 @@ class chord(Signature):
             **{key: options.pop(key) for key in MEMBERSHIP_OPTIONS if key in options},
         )
         header_id = str(target.header.id)
-        progress = app.backend.set_chord_size(header_id, target.header.chord_size)
+        size = target.header.chord_size
+        if size != len(target.header.tasks):
+            app.backend.save_group(header_id, list(result.parent.as_tuple()))
+        progress = app.backend.set_chord_size(header_id, size)
         if progress.must_fire:
             fire_chord(app, header_id, target.body, progress, {"root_id": result.id})
             return result
@@ -299,12 +306,33 @@ def fire_chord(
             exc = chord_error(failure.task_id, failure.result)
             fail_chord_body(app, callback, exc, lineage)
         else:
-            callback.apply_async((progress.results,), **lineage)
+            results = progress.results
+            if len(results) > 1:
+                results = nested_like(app.backend.restore_group(group_id), results)
+            callback.apply_async((results,), **lineage)
     except Exception as error:
         logger.exception("Chord %s: sending its body %r failed", group_id, callback)
         fail_chord_body(app, callback, ChordError(f"Callback error: {error!r}"), lineage)
     finally:
         app.backend.finish_chord(group_id, progress.claim)
+
+
+def nested_like(structure: Any, results: list[Any]) -> list[Any]:
+    """Give flat header results the nesting of the header's saved result tuple, if any.
+
+    A header with nested groups reports one result per task, in order; the body gets
+    them grouped as the header was (a saved ``[[id, parent], members]`` tuple).
+    """
+    if not structure:
+        return results
+    remaining = iter(results)
+
+    def rebuild(members: list[Any]) -> list[Any]:
+        return [
+            rebuild(member[1]) if member[1] is not None else next(remaining) for member in members
+        ]
+
+    return rebuild(structure[1])
 
 
 def fail_chord_body(

@@ -80,25 +80,40 @@ class group(Signature):
     ) -> GroupResult:
         """Fix the group id and every member's id now; returns the GroupResult.
 
-        In a chord's header (``chord`` given) the members report to the chord, so they
-        take the chord's group id; a nested group's members then share its position.
+        In a chord's header (``chord`` given) the members report to the chord: they take
+        the chord's group id and consecutive positions from ``group_index``, one per
+        result they give, so a nested group's results keep their order. That membership
+        is kept in the options, so freezing again (when the group is sent) keeps it.
         """
         self.options.update(options)
-        own_id = _id or self.options.get("task_id") or group_id or str(uuid.uuid4())
+        chord = chord if chord is not None else self.options.get("chord")
+        if chord is not None:
+            group_id = group_id or self.options.get("group_id")
+            group_index = (
+                group_index if group_index is not None else self.options.get("group_index")
+            )
+            membership = {"chord": chord, "group_id": group_id, "group_index": group_index}
+            self.options.update(
+                {key: value for key, value in membership.items() if value is not None}
+            )
+        own_id = (
+            _id or self.options.get("task_id") or (None if chord else group_id) or str(uuid.uuid4())
+        )
         self.options["task_id"] = own_id
-        member_group = group_id if chord is not None and group_id is not None else own_id
+        in_chord = chord is not None and group_id is not None
+        position = group_index or 0 if in_chord else 0
         results = []
-        for index, member in enumerate(self.tasks):
-            position = group_index if chord is not None and group_index is not None else index
+        for member in self.tasks:
             results.append(
                 member.freeze(
-                    group_id=member_group,
+                    group_id=group_id if in_chord else own_id,
                     group_index=position,
                     chord=chord,
                     root_id=root_id,
                     parent_id=parent_id,
                 )
             )
+            position += member.chord_size if in_chord else 1
         return GroupResult(own_id, results, app=self.app)
 
     def apply_async(
