@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from celeriac import Celeriac
 from celeriac.backends import from_url
-from celeriac.backends.base import BackendError, Meta
+from celeriac.backends.base import BackendError, ChordPart, Meta
 from celeriac.backends.redis import RedisBackend, task_key_prefix
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.result_meta import build_meta
@@ -384,15 +385,24 @@ def test_finished_chord_leaves_celerys_done_marker(
 
 
 def celery_chord_part_done(
-    client: redis.Redis, chord: str, task_id: str, group_index: int, result: object
+    client: redis.Redis,
+    chord: str,
+    task_id: str,
+    group_index: int,
+    result: object,
+    *,
+    ordered: bool = True,
 ) -> list[object]:
-    """Record a header result exactly as a Celery 5.7 worker does, with Celery's own script."""
+    """Record a header result exactly as a Celery 5.7 worker does, with Celery's own script.
+
+    ``ordered=False`` is a worker with ``result_chord_ordered=False``.
+    """
     celery_redis = pytest.importorskip("celery.backends.redis")
     script = client.register_script(celery_redis.CHORD_PART_RETURN_LUA)
     value = json.dumps([1, task_id, "SUCCESS", result])
     keys = [f"{chord}{suffix}" for suffix in (".j", ".t", ".s", ".d", "", ".c")]
     reply: list[object] = script(
-        keys, [task_id, value, 1, group_index, 86400, 86400, 6, uuid.uuid4().hex]
+        keys, [task_id, value, int(ordered), group_index, 86400, 86400, 6, uuid.uuid4().hex]
     )
     return reply
 
@@ -426,3 +436,195 @@ def test_celery_worker_claims_a_chord_celeriac_workers_started(
 
     assert (ready, size, claimed) == (2, b"2", 1)
     assert not redelivered.must_fire
+
+
+@pytest.fixture
+def unordered(server_url: str, prefix: str) -> Iterator[RedisBackend]:
+    """A backend configured as Celery is with ``result_chord_ordered=False``."""
+    backend = from_url(server_url, global_keyprefix=prefix, result_chord_ordered=False)
+    assert isinstance(backend, RedisBackend)
+    yield backend
+    backend.close()
+
+
+def test_the_option_reaches_the_backend_from_the_apps_transport_options(
+    server_url: str, prefix: str
+) -> None:
+    app = Celeriac("unordered", backend=server_url, set_as_current=False)
+    app.conf.result_backend_transport_options = {
+        "global_keyprefix": prefix,
+        "result_chord_ordered": False,
+    }
+
+    backend = app.backend
+
+    assert isinstance(backend, RedisBackend)
+    assert not backend.chord_ordered
+    backend.close()
+
+
+def test_unordered_chord_keys_are_celery_57s_list(
+    unordered: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    unordered.set_chord_size("g-1", 3)
+    unordered.add_to_chord("g-1")
+    unordered.chord_part_done("g-1", "t-1", 1, "FAILURE", {"exc_type": "KeyError"})
+    unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5)
+    unordered.chord_part_done("g-1", "t-r", None, "SUCCESS", "replaced")
+
+    assert client.type(f"{chord}.j") == b"list"
+    assert client.lrange(f"{chord}.j", 0, -1) == [
+        b'[1, "t-1", "FAILURE", {"exc_type": "KeyError"}]',
+        b'[1, "t-0", "SUCCESS", 5]',
+        b'[1, "t-r", "SUCCESS", "replaced"]',
+    ]
+    assert client.smembers(f"{chord}.d") == {b"t-1:1", b"t-0:0", b"t-r:+inf"}
+    assert client.get(f"{chord}.s") == b"3"
+    assert client.get(f"{chord}.t") == b"1"
+    assert all(
+        86000 < client.ttl(f"{chord}{suffix}") <= 86400 for suffix in (".s", ".j", ".d", ".t")
+    )
+
+
+def test_unordered_chord_hands_the_body_results_in_arrival_order(
+    unordered: RedisBackend,
+) -> None:
+    error = {"exc_type": "ValueError", "exc_message": ["bad"], "exc_module": "builtins"}
+    unordered.set_chord_size("g-1", 4)
+    unordered.chord_part_done("g-1", "t-3", 3, "SUCCESS", 30)
+    unordered.chord_part_done("g-1", "t-2", 2, "REVOKED", error)
+    unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", 0)
+
+    last = unordered.chord_part_done("g-1", "t-1", 1, "FAILURE", error)
+
+    assert last.must_fire
+    assert (last.ready, last.size) == (4, 4)
+    assert last.results == [30, error, 0, error]
+    assert [part.task_id for part in last.parts] == ["t-3", "t-2", "t-0", "t-1"]
+    assert [part.group_index for part in last.parts] == [None] * 4
+    assert last.first_failure == ChordPart("t-2", None, "REVOKED", error)
+
+
+def test_unordered_chord_counts_a_duplicate_once_and_is_claimed_once(
+    unordered: RedisBackend,
+) -> None:
+    unordered.set_chord_size("g-1", 3)
+    first = unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", "first run")
+    duplicate = unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", "second run")
+    unordered.chord_part_done("g-1", "reused", 1, "SUCCESS", "a")
+
+    last = unordered.chord_part_done("g-1", "reused", 2, "SUCCESS", "b")
+    redelivered = unordered.chord_part_done("g-1", "reused", 2, "SUCCESS", "b")
+
+    assert (first.ready, duplicate.ready) == (1, 1)
+    assert not duplicate.must_fire
+    assert last.must_fire
+    assert last.results == ["first run", "a", "b"]
+    assert not redelivered.must_fire
+    assert redelivered.ready == 3
+
+
+def test_unordered_chord_is_claimed_by_set_chord_size_when_every_part_came_first(
+    unordered: RedisBackend,
+) -> None:
+    early = [
+        unordered.chord_part_done("g-1", f"t-{index}", index, "SUCCESS", index) for index in (1, 0)
+    ]
+
+    progress = unordered.set_chord_size("g-1", 2)
+
+    assert [part.must_fire for part in early] == [False, False]
+    assert progress.must_fire
+    assert progress.results == [1, 0]
+
+
+def test_unordered_chord_waits_for_parts_added_to_it(unordered: RedisBackend) -> None:
+    unordered.set_chord_size("g-1", 1)
+    unordered.add_to_chord("g-1", 2)
+    not_yet = [
+        unordered.chord_part_done("g-1", f"t-{index}", index, "SUCCESS", index) for index in (0, 1)
+    ]
+
+    last = unordered.chord_part_done("g-1", "replacement", None, "SUCCESS", "late")
+
+    assert [(progress.ready, progress.size, progress.must_fire) for progress in not_yet] == [
+        (1, 3, False),
+        (2, 3, False),
+    ]
+    assert last.must_fire
+    assert last.results == [0, 1, "late"]
+
+
+def test_finished_unordered_chord_is_cleaned_up_as_celerys(
+    unordered: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    unordered.set_chord_size("g-1", 1)
+    claim = unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", 0).claim
+    assert claim is not None
+
+    assert unordered.finish_chord("g-1", claim)
+    late = unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", 0)
+
+    assert client.get(f"{chord}.c") == b"done"
+    assert not any(client.exists(f"{chord}{suffix}") for suffix in (".s", ".j", ".d", ".t"))
+    assert late.is_finished
+    unordered.set_chord_size("g-1", 1)
+    rerun = unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", "again")
+    assert rerun.results == ["again"]
+
+
+def test_unordered_celery_and_celeriac_workers_share_one_chord(
+    unordered: RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    unordered.set_chord_size("g-1", 4)
+    celery_chord_part_done(client, chord, "t-2", 2, "from celery", ordered=False)
+    unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", "from celeriac")
+    duplicate = celery_chord_part_done(client, chord, "t-0", 0, "again", ordered=False)
+    celery_chord_part_done(client, chord, "t-3", 3, "from celery", ordered=False)
+
+    last = unordered.chord_part_done("g-1", "t-1", 1, "SUCCESS", "from celeriac")
+
+    assert duplicate[0] == 2
+    assert last.must_fire
+    assert [part.task_id for part in last.parts] == ["t-2", "t-0", "t-3", "t-1"]
+
+
+def test_celery_worker_claims_and_reads_an_unordered_chord_celeriac_started(
+    unordered: RedisBackend, client: redis.Redis, prefix: str, server_url: str
+) -> None:
+    celery = pytest.importorskip("celery")
+    chord = f"{prefix}_celery-taskset-meta-g-1"
+    unordered.set_chord_size("g-1", 2)
+    unordered.chord_part_done("g-1", "t-1", 1, "SUCCESS", {"n": 1})
+
+    ready, _, size, claimed = celery_chord_part_done(client, chord, "t-0", 0, 0, ordered=False)
+
+    celery_app = celery.Celery(backend=server_url, set_as_current=False)
+    celery_backend = celery_app.backend
+    read = [
+        celery_backend._unpack_chord_result(member, celery_backend.decode)
+        for member in client.lrange(f"{chord}.j", 0, -1)
+    ]
+    assert (ready, size, claimed) == (2, b"2", 1)
+    assert read == [{"n": 1}, 0]
+    assert not unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", 0).must_fire
+
+
+def test_workers_configured_apart_get_an_error_naming_the_option(
+    backend: RedisBackend, unordered: RedisBackend
+) -> None:
+    unordered.set_chord_size("g-1", 2)
+    unordered.chord_part_done("g-1", "t-0", 0, "SUCCESS", 0)
+
+    with pytest.raises(BackendError, match="result_chord_ordered=True"):
+        backend.chord_part_done("g-1", "t-1", 1, "SUCCESS", 1)
+    with pytest.raises(BackendError, match="not a sorted set"):
+        backend.set_chord_size("g-1", 3)
+
+    # The refused calls wrote nothing: the chord still completes as its workers agree.
+    last = unordered.chord_part_done("g-1", "t-1", 1, "SUCCESS", 1)
+    assert last.must_fire
+    assert last.results == [0, 1]

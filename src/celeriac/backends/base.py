@@ -9,7 +9,8 @@ It also keeps saved group results (``GroupResult.save``) and the counter of each
 ``chord_part_done``, the client reports the header's size with ``set_chord_size``, and
 whichever of those events completes the chord hands its caller a claim, to exactly one
 caller among all processes. The claimant sends the body with the header results in
-``group_index`` order, then calls ``finish_chord``.
+``group_index`` order (arrival order where a backend is configured, as Celery's Redis
+backend can be, to keep no order), then calls ``finish_chord``.
 """
 
 from __future__ import annotations

@@ -19,8 +19,13 @@ Saved groups and chord counters are Celery 5.7's too (wire protocol §7.3): a gr
 ``celery-taskset-meta-<group_id>`` holding ``{"result": <result tuple>}``, and a chord's
 counter lives in that key's ``.j``, ``.s``, ``.t``, ``.d`` and ``.c`` siblings, changed
 only by the Lua scripts in ``redis_scripts/``, so Celery and celeriac workers can finish
-header tasks of one chord and exactly one of them sends the body. Only Celery's default
-ordered join (a sorted set) is supported, not ``result_chord_ordered=False``.
+header tasks of one chord and exactly one of them sends the body. ``.j`` is a sorted set
+scored by ``group_index``, Celery's default, so the body gets the header results in
+``group_index`` order. With ``result_backend_transport_options={"result_chord_ordered":
+False}`` it is a list instead, as Celery keeps it then: the results are appended as they
+arrive and the body gets them in arrival order, and as the list records no group index,
+their ``ChordPart.group_index`` is None. Every worker sharing a result store must be
+configured alike: a ``.j`` of the other type fails with a ``BackendError`` that says so.
 
 ``redis+socket:///path/to/redis.sock?virtual_host=1`` names a Unix socket and database,
 as in Celery. ``global_keyprefix`` may also be given in the URL's query string, a
@@ -112,9 +117,11 @@ class RedisBackend:
         accept: Collection[str] | None = None,
         expires: float | None = 86400.0,
         global_keyprefix: str | None = None,
+        result_chord_ordered: bool = True,
         **options: Any,
     ) -> None:
         self.url = url
+        self.chord_ordered = bool(result_chord_ordered)
         self.serializer = serializer
         self.accept = accepted_content_types(serializer, accept)
         self.expires = expires or None
@@ -250,10 +257,16 @@ class RedisBackend:
         """Set ``.s`` and drop ``.c``; claim the chord if every header task already reported."""
         keys = [self.group_key_for(group_id, suffix) for suffix in (".s", ".c", ".j", ".t")]
         token = uuid.uuid4().hex
-        arguments: list[int | str] = [size, self._expires_ms(), _milliseconds(claim_expires), token]
-        with self._errors_as_backend_error():
-            ready, total_diff, claimed, scored = self._chord_size(keys, arguments)
-        return self._progress(ready, size, total_diff, claimed, token, scored)
+        arguments: list[int | str] = [
+            size,
+            self._expires_ms(),
+            _milliseconds(claim_expires),
+            token,
+            int(self.chord_ordered),
+        ]
+        with self._errors_as_backend_error(), self._chord_type_errors(group_id):
+            ready, total_diff, claimed, recorded = self._chord_size(keys, arguments)
+        return self._progress(ready, size, total_diff, claimed, token, recorded)
 
     def add_to_chord(self, group_id: str, count: int = 1) -> None:
         """Add ``count`` to the chord's ``.t``, the header results expected past ``.s``."""
@@ -274,7 +287,11 @@ class RedisBackend:
         *,
         claim_expires: float = CHORD_CLAIM_EXPIRES,
     ) -> ChordProgress:
-        """Record the header result in ``.j`` with ``chord_part_done.lua``; claim if complete."""
+        """Record the header result in ``.j`` with ``chord_part_done.lua``; claim if complete.
+
+        In list mode (``result_chord_ordered=False``) the claimant's parts are in the order
+        the header results arrived, each with a ``group_index`` of None.
+        """
         _, _, value = serialization.dumps([1, task_id, state, result], serializer=self.serializer)
         suffixes = (".j", ".t", ".s", ".d", "", ".c")
         keys = [self.group_key_for(group_id, suffix) for suffix in suffixes]
@@ -285,16 +302,17 @@ class RedisBackend:
             task_id,
             value,
             score,
+            int(self.chord_ordered),
             expires,
             expires,
             _milliseconds(claim_expires),
             token,
         ]
-        with self._errors_as_backend_error():
-            ready, total_diff, size, claimed, scored = self._chord_part_done(keys, arguments)
+        with self._errors_as_backend_error(), self._chord_type_errors(group_id):
+            ready, total_diff, size, claimed, recorded = self._chord_part_done(keys, arguments)
         if ready == -1:
             return ChordProgress(0, None, is_finished=True)
-        return self._progress(ready, size, total_diff, claimed, token, scored)
+        return self._progress(ready, size, total_diff, claimed, token, recorded)
 
     def finish_chord(self, group_id: str, claim: str) -> bool:
         """Delete ``.j .t .s .d`` and set ``.c`` to "done" if ``claim`` still holds it."""
@@ -318,26 +336,37 @@ class RedisBackend:
         total_diff: bytes | None,
         claimed: int,
         token: str,
-        scored: Sequence[bytes],
+        recorded: Sequence[bytes],
     ) -> ChordProgress:
-        """Build the progress a script reported; ``scored`` alternates members and scores."""
+        """Build the progress a script reported, with the ``.j`` entries it read if claimed.
+
+        From a sorted set ``recorded`` alternates members and scores; from a list it holds
+        the members alone, in arrival order.
+        """
         expected = None if size is None else int(size) + int(total_diff or 0)
         if not claimed:
             return ChordProgress(ready, expected)
-        parts = tuple(
-            self._decode_part(member, score)
-            for member, score in zip(scored[::2], scored[1::2], strict=True)
-        )
+        if self.chord_ordered:
+            parts = tuple(
+                self._decode_part(member, score)
+                for member, score in zip(recorded[::2], recorded[1::2], strict=True)
+            )
+        else:
+            parts = tuple(self._decode_part(member, None) for member in recorded)
         return ChordProgress(ready, expected, token, parts)
 
-    def _decode_part(self, member: bytes, score: bytes) -> ChordPart:
-        """Decode a ``.j`` member, ``[1, task_id, state, result]`` as Celery writes it."""
+    def _decode_part(self, member: bytes, score: bytes | None) -> ChordPart:
+        """Decode a ``.j`` member, ``[1, task_id, state, result]`` as Celery writes it.
+
+        ``score`` is its sorted-set score, or None from a list, which keeps no group index.
+        """
         decoded = serialization.loads(
             member, self._codec.content_type, self._codec.content_encoding, accept=self.accept
         )
         _, task_id, state, result = decoded
-        group_index = None if score in (b"inf", b"+inf") else int(float(score))
-        return ChordPart(task_id, group_index, state, result)
+        if score is None or score in (b"inf", b"+inf"):
+            return ChordPart(task_id, None, state, result)
+        return ChordPart(task_id, int(float(score)), state, result)
 
     def _wait_subscribed(self, key: str, deadline: float | None, interval: float) -> Meta:
         pubsub = self._subscribed(key)
@@ -445,6 +474,22 @@ class RedisBackend:
         if not isinstance(meta, dict):
             raise DecodeError(f"stored result is not a result-meta dict: {meta!r:.100}")
         return meta
+
+    @contextmanager
+    def _chord_type_errors(self, group_id: str) -> Iterator[None]:
+        """Explain a chord key of the wrong type: workers disagree on ``result_chord_ordered``."""
+        try:
+            yield
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            kind = "sorted set" if self.chord_ordered else "list"
+            raise BackendError(
+                f"Redis result store {redact_url(self.url)}: chord {group_id} has results "
+                f"that are not a {kind}, as this backend keeps them with "
+                f"result_chord_ordered={self.chord_ordered}; every worker sharing the store "
+                f"needs the same result_backend_transport_options ({exc})"
+            ) from exc
 
     @contextmanager
     def _errors_as_backend_error(self) -> Iterator[None]:
