@@ -1,8 +1,9 @@
 """The main job on the embedded default: a worker process, tasks from this one, results back.
 
 Runs ``celeriac -A tasks worker`` on an SQLite file in a temporary folder, sends tasks
-that succeed, retry then succeed, fail, and expire, prints their results and the
-signals the worker saw, then stops the worker with SIGTERM (a warm shutdown).
+that succeed, retry then succeed, fail, and expire, then a chain and a chord, prints their
+results and the signals the worker saw, then stops the worker with SIGTERM (a warm
+shutdown).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def run_demo(folder: Path) -> int:
     sys.path.insert(0, str(HERE))
     import tasks
 
+    from celeriac import chain, chord
     from celeriac.exceptions import TaskRevokedError
 
     print(f"broker and result store: {broker}")
@@ -68,6 +70,12 @@ def run_demo(folder: Path) -> int:
             print(f"roll_dice(expired)   -> {expired.state} (not run)")
         many = [tasks.add.delay(i, i) for i in range(100)]
         print(f"100 x add            -> sum {sum(result.get(timeout=20) for result in many)}")
+        steps = chain(tasks.add.s(1, 2), tasks.add.s(10), tasks.add.s(100))()
+        print(f"add(1,2)|add(10)|add(100) -> {steps.get(timeout=10)}")
+        started = time.perf_counter()
+        fan_in = chord(tasks.add.s(i, i) for i in range(100))(tasks.tsum.s())
+        elapsed = f"{(time.perf_counter() - started) * 1000:.0f} ms"
+        print(f"chord(100 x add)(tsum) -> {fan_in.get(timeout=30)}  (sent in {elapsed})")
     finally:
         worker.send_signal(signal.SIGTERM)
         exitcode = worker.wait(timeout=30)

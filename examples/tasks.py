@@ -34,6 +34,12 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task
+def tsum(numbers: list[int]) -> int:
+    """Add up a list: the body of the demo's chord."""
+    return sum(numbers)
+
+
 @app.task(bind=True, max_retries=5, default_retry_delay=0.2)
 def fetch_page(self: Any, url: str) -> str:
     """Fail twice, as a flaky network would, then succeed."""
