@@ -10,50 +10,23 @@ the chain's last step.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celeriac.canvas.signature import (
     MEMBERSHIP_OPTIONS,
     Signature,
-    as_signatures,
+    TaskList,
     option_list,
     running_task_lineage,
 )
 
-if TYPE_CHECKING:
-    from celeriac.app import Celeriac
-
 
 @Signature.register_type("chain")
-class chain(Signature):
+class chain(TaskList):
     """Run tasks in sequence: ``chain(a.s(1), b.s(), c.s())`` or ``a.s(1) | b.s() | c.s()``."""
 
-    def __init__(self, *tasks: Any, app: Celeriac | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
-            tasks = tuple(tasks[0])
-        steps = as_signatures(tasks, app=app)
-        super().__init__(
-            "celery.chain",
-            kwargs={"tasks": steps},
-            options=options,
-            subtask_type="chain",
-            app=app or next((step._app for step in steps if step._app), None),
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], app: Celeriac | None = None) -> chain:
-        """Rebuild a chain from its dict form."""
-        kwargs = data.get("kwargs") or {}
-        rebuilt = cls(*as_signatures(kwargs.get("tasks") or (), app=app), app=app)
-        rebuilt.update({key: value for key, value in data.items() if key != "kwargs"})
-        rebuilt["kwargs"] = dict(kwargs, tasks=rebuilt.tasks)
-        return rebuilt
-
-    @property
-    def tasks(self) -> list[Signature]:
-        """The steps, in the order they run."""
-        steps: list[Signature] = self["kwargs"]["tasks"]
-        return steps
+    TASK_NAME = "celery.chain"
+    SUBTASK_TYPE = "chain"
 
     @property
     def chord_size(self) -> int:

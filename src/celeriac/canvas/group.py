@@ -10,55 +10,28 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celeriac.canvas.signature import (
     MEMBERSHIP_OPTIONS,
     Signature,
+    TaskList,
     add_to_running_task,
-    as_signatures,
     option_list,
     running_task_lineage,
 )
 from celeriac.result import GroupResult
-
-if TYPE_CHECKING:
-    from celeriac.app import Celeriac
 
 # Group options that every member also gets.
 SHARED_OPTIONS = ("link", "link_error")
 
 
 @Signature.register_type("group")
-class group(Signature):
+class group(TaskList):
     """Run tasks in parallel: ``group(add.s(i, i) for i in range(10))()``."""
 
-    def __init__(self, *tasks: Any, app: Celeriac | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
-            tasks = tuple(tasks[0])
-        members = as_signatures(tasks, app=app)
-        super().__init__(
-            "celery.group",
-            kwargs={"tasks": members},
-            options=options,
-            subtask_type="group",
-            app=app or next((member._app for member in members if member._app), None),
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], app: Celeriac | None = None) -> group:
-        """Rebuild a group from its dict form."""
-        kwargs = data.get("kwargs") or {}
-        rebuilt = cls(*as_signatures(kwargs.get("tasks") or (), app=app), app=app)
-        rebuilt.update({key: value for key, value in data.items() if key != "kwargs"})
-        rebuilt["kwargs"] = dict(kwargs, tasks=rebuilt.tasks)
-        return rebuilt
-
-    @property
-    def tasks(self) -> list[Signature]:
-        """The members."""
-        members: list[Signature] = self["kwargs"]["tasks"]
-        return members
+    TASK_NAME = "celery.group"
+    SUBTASK_TYPE = "group"
 
     @property
     def chord_size(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -293,6 +293,40 @@ class Signature(dict[str, Any]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Signature.from_dict, (dict(self),)
+
+
+class TaskList(Signature):
+    """A primitive whose ``kwargs["tasks"]`` holds signatures: the base of chain and group."""
+
+    TASK_NAME: ClassVar[str] = ""
+    SUBTASK_TYPE: ClassVar[str] = ""
+
+    def __init__(self, *tasks: Any, app: Celeriac | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        members = as_signatures(tasks, app=app)
+        super().__init__(
+            self.TASK_NAME,
+            kwargs={"tasks": members},
+            options=options,
+            subtask_type=self.SUBTASK_TYPE,
+            app=app or next((member._app for member in members if member._app), None),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: Celeriac | None = None) -> Self:
+        """Rebuild the primitive from its dict form, its tasks as Signatures."""
+        kwargs = data.get("kwargs") or {}
+        rebuilt = cls(*as_signatures(kwargs.get("tasks") or (), app=app), app=app)
+        rebuilt.update({key: value for key, value in data.items() if key != "kwargs"})
+        rebuilt["kwargs"] = dict(kwargs, tasks=rebuilt.tasks)
+        return rebuilt
+
+    @property
+    def tasks(self) -> list[Signature]:
+        """The signatures held, in order."""
+        tasks: list[Signature] = self["kwargs"]["tasks"]
+        return tasks
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
