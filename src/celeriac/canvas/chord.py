@@ -100,10 +100,14 @@ class chord(Signature):
         return self.body.chord_size
 
     def with_body(self, body: Signature) -> chord:
-        """Return a copy of this chord with another body (whose id is then the chord's)."""
+        """Return this chord with another body (whose id is then the chord's).
+
+        The header is shared, not copied: sending either chord freezes the same tasks,
+        and copying a header of thousands of tasks costs more than sending it.
+        """
         options = {key: value for key, value in self.options.items() if key != "task_id"}
         return chord(
-            self.header.clone(),
+            self.header,
             body,
             args=self.args,
             kwargs=self["kwargs"].get("kwargs"),
