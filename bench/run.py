@@ -1,16 +1,21 @@
 """The bench: celeriac and its peers on one Redis (and RabbitMQ), one system after another.
 
 Usage: ``make bench`` or ``bench/.venv/bin/python bench/run.py [--tasks N] [--round-trips N]
-[--repeat N] [--only celeriac,celery,...] [--broker redis|amqp|all]``.
+[--repeat N] [--only celeriac,celery,...] [--broker redis|amqp|all]
+[--scenarios all|basic|workflows] [--chord-size N] [--chain-length N] [--workflow-timeout S]``.
 
 For every row of the table and every repeat, on a flushed Redis database 15: a client
 queues the drain one task at a time (the enqueue rate); a worker started afterwards
 drains it (the drain rate, between two marker tasks, and the worker's peak RSS summed
 over its processes); where the system has a batch call, a client queues with it; then
-a worker with results enabled answers one call at a time (the round trip). Clients run
-in processes of their own (``peers/client.py``), one adapter module per system in
-``peers/``. Each figure is the median of the repeats; the table gives it with its ratio
-to Celery on the same broker. It is printed and written to ``bench/results.md``.
+a worker with results enabled answers one call at a time (the round trip). The
+workflows, on Redis only and where the system has the primitive natively: a fresh worker
+with results enabled runs a chord (a header of additions, a body that sums them), then
+another a chain of additions, each timed by the client from building it to holding the
+checked final result. Clients run in processes of their own (``peers/client.py``), one
+adapter module per system in ``peers/``. Each figure is the median of the repeats; the
+tables give it with its ratio to Celery on the same broker. They are printed and written
+to ``bench/results.md``, where a run replaces only the tables it measured.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ MARKER_PREFIX = "bench:mark:"
 SAMPLE_EVERY = 0.1
 STOP_TIMEOUT = 30.0
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+WORKFLOWS = ("chord", "chain")
+WORKFLOWS_HEADING = "## Workflows"
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class Figures:
     p90: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    chord: list[float] = field(default_factory=list)
+    chain: list[float] = field(default_factory=list)
 
     def median(self, name: str) -> float | None:
         """The median of one measurement, or None when it was not taken."""
@@ -102,6 +111,7 @@ class Outcome:
     figures: Figures = field(default_factory=Figures)
     worker_command: list[str] = field(default_factory=list)
     skipped: str | None = None
+    workflow_problems: dict[str, str] = field(default_factory=dict)
 
 
 def environment(broker_url: str, results: bool) -> dict[str, str]:
@@ -114,16 +124,24 @@ def environment(broker_url: str, results: bool) -> dict[str, str]:
     return env
 
 
-def client(row: Row, action: str, number: int, results: bool = False) -> Any:
-    """Run one client measurement in a process of its own and return its JSON answer."""
+def client(
+    row: Row, action: str, number: int, results: bool = False, limit: float | None = None
+) -> Any:
+    """Run one client measurement in a process of its own and return its JSON answer.
+
+    ``limit`` is a workflow's timeout in seconds, passed on to the client, which is
+    given a minute more to start, check the worker is up and answer.
+    """
     command = [sys.executable, "client.py", row.module, action, str(number)]
+    if limit is not None:
+        command.append(str(limit))
     completed = subprocess.run(
         command,
         cwd=PEERS,
         env=environment(row.broker_url, results),
         capture_output=True,
         text=True,
-        timeout=600 + number / 50,
+        timeout=600 + number / 50 if limit is None else limit + 60,
         check=False,
     )
     if completed.returncode != 0:
@@ -277,6 +295,34 @@ def measure_once(outcome: Outcome, options: argparse.Namespace, log: Path) -> No
     reset(row)
 
 
+def measure_workflows(outcome: Outcome, options: argparse.Namespace, log: Path) -> None:
+    """One repeat of the row's workflows, each with a fresh worker on a flushed database.
+
+    A workflow that timed out or failed is noted and not run again for this row.
+    """
+    row = outcome.row
+    sizes = {"chord": options.chord_size, "chain": options.chain_length}
+    for name in WORKFLOWS:
+        if not outcome.description[name] or name in outcome.workflow_problems:
+            continue
+        reset(row)
+        try:
+            with running_worker(outcome, results=True, log=log):
+                answer = client(row, name, sizes[name], True, options.workflow_timeout)
+        except subprocess.TimeoutExpired:
+            waited = options.workflow_timeout
+            answer = {"timeout": f"the client was still waiting after {waited:g} s"}
+        except (RuntimeError, subprocess.SubprocessError, OSError) as error:
+            last_line = str(error).strip().splitlines()[-1]
+            outcome.workflow_problems[name] = f"failed: {last_line} (worker log: {log})"
+            continue
+        if "timeout" in answer:
+            outcome.workflow_problems[name] = f"timeout: {answer['timeout']}"
+        else:
+            getattr(outcome.figures, name).append(answer["seconds"])
+    reset(row)
+
+
 def measure(row: Row, options: argparse.Namespace, log: Path) -> Outcome:
     """Describe the row's system, then measure it ``--repeat`` times (or say why not)."""
     description = client(row, "describe", 0)
@@ -287,11 +333,14 @@ def measure(row: Row, options: argparse.Namespace, log: Path) -> Outcome:
     outcome.worker_command = worker_command_of(row)
     for repeat in range(options.repeat):
         print(f"  {row.system} {row.mode} on {row.broker}, run {repeat + 1}", flush=True)
-        try:
-            measure_once(outcome, options, log)
-        except (RuntimeError, subprocess.SubprocessError, OSError) as error:
-            outcome.skipped = f"failed: {error} (worker log: {log})"
-            return outcome
+        if options.scenarios != "workflows":
+            try:
+                measure_once(outcome, options, log)
+            except (RuntimeError, subprocess.SubprocessError, OSError) as error:
+                outcome.skipped = f"failed: {error} (worker log: {log})"
+                return outcome
+        if options.scenarios != "basic" and row.broker == "redis":
+            measure_workflows(outcome, options, log)
     return outcome
 
 
@@ -363,17 +412,23 @@ def cell(
     return f"{show(value)} ({value / base:.2f}x)"
 
 
+def machine() -> str:
+    """The date, the machine and the servers, for a table's header."""
+    return (
+        f"Bench of {time.strftime('%Y-%m-%d')} on {cpu_model()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {server_versions()}."
+    )
+
+
 def render(outcomes: list[Outcome], options: argparse.Namespace) -> str:
-    """The markdown report: header, table and footnotes."""
+    """The markdown report of the enqueue, drain and round trip: header, table, footnotes."""
     references = {
         outcome.row.broker: outcome
         for outcome in outcomes
         if outcome.row.system == "Celery" and not outcome.skipped
     }
     lines = [
-        f"Bench of {time.strftime('%Y-%m-%d')} on {cpu_model()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {server_versions()}. "
-        f"Median of {options.repeat} runs; drain of {options.tasks:,} no-op tasks; "
+        f"{machine()} Median of {options.repeat} runs; drain of {options.tasks:,} no-op tasks; "
         f"round trip over {options.round_trips} calls; (x) is the ratio to Celery "
         "on the same broker (higher is better for rates, lower for times and memory).",
         "",
@@ -417,9 +472,85 @@ FOOTER = (
 )
 
 
+def workflow_cell(outcome: Outcome, reference: Outcome | None, name: str, timeout: float) -> str:
+    """Seconds for one workflow with the ratio to Celery's, or why there are none."""
+    if not outcome.description.get(name):
+        return "n/a"
+    problem = outcome.workflow_problems.get(name)
+    if problem is not None:
+        return f"timeout (> {timeout:g} s)" if problem.startswith("timeout") else "failed"
+    value = outcome.figures.median(name)
+    if value is None:
+        return "—"
+    usable = reference is not None and name not in reference.workflow_problems
+    base = reference.figures.median(name) if usable and reference is not None else None
+    if not base:
+        return f"{value:.2f}"
+    return f"{value:.2f} ({value / base:.2f}x)"
+
+
+def render_workflows(outcomes: list[Outcome], options: argparse.Namespace) -> str:
+    """The markdown report of the chord and the chain, under its own heading."""
+    redis_rows = [outcome for outcome in outcomes if outcome.row.broker == "redis"]
+    reference = next((outcome for outcome in redis_rows if outcome.row.system == "Celery"), None)
+    lines = [
+        WORKFLOWS_HEADING,
+        "",
+        f"{machine()} Median of {options.repeat} runs, in seconds from building the "
+        "workflow to holding its checked final result, each on a fresh worker with results "
+        f"on Redis; timeout {options.workflow_timeout:g} s. Chord: a header of "
+        f"{options.chord_size:,} `add(i, i)` and a body that sums their results. Chain: "
+        f"{options.chain_length:,} `add` links, each adding 1 to the previous result. (x) is "
+        "the ratio to Celery (lower is better); n/a: the system has no native primitive.",
+        "",
+        f"| system | chord of {options.chord_size:,} (s) | chain of {options.chain_length:,} (s) |",
+        "|---|---:|---:|",
+    ]
+    notes: list[str] = []
+    for outcome in redis_rows:
+        row, description = outcome.row, outcome.description
+        note = len(notes) + 1
+        label = f"{row.system} {row.mode} [{note}]"
+        if outcome.skipped:
+            lines.append(f"| {label} | — | — |")
+            notes.append(f"[{note}] **Not measured: {outcome.skipped}**")
+            continue
+        cells = [
+            workflow_cell(outcome, reference, name, options.workflow_timeout) for name in WORKFLOWS
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        text = (
+            f"[{note}] {row.system} {description.get('version', '?')}, "
+            f"{description.get('modes', {}).get(row.mode, row.mode)}. "
+            f"Chord: {description.get('chord') or 'none'}. "
+            f"Chain: {description.get('chain') or 'none'}."
+        )
+        for name in WORKFLOWS:
+            if name in outcome.workflow_problems:
+                text += f" **{name.capitalize()} {outcome.workflow_problems[name]}**"
+        notes.append(text)
+    lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def save(basic: str | None, workflows: str | None) -> None:
+    """Write the tables measured to ``bench/results.md``, keeping the other one there."""
+    kept_basic, kept_workflows = "", ""
+    if RESULTS_FILE.exists():
+        before, heading, after = RESULTS_FILE.read_text().partition(WORKFLOWS_HEADING)
+        kept_basic, kept_workflows = before.rstrip("\n"), (heading + after).rstrip("\n")
+    parts = [
+        (basic if basic is not None else kept_basic).rstrip("\n"),
+        (workflows if workflows is not None else kept_workflows).rstrip("\n"),
+    ]
+    RESULTS_FILE.write_text("\n\n".join(part for part in parts if part) + "\n")
+
+
 def selected_rows(options: argparse.Namespace) -> list[Row]:
-    """The rows chosen by ``--only`` and ``--broker``."""
+    """The rows chosen by ``--only``, ``--broker`` and ``--scenarios``."""
     brokers = {"redis", "amqp"} if options.broker == "all" else {options.broker}
+    if options.scenarios == "workflows":
+        brokers &= {"redis"}
     only = {name.strip().lower() for name in options.only.split(",")} if options.only else None
     return [
         row
@@ -442,9 +573,22 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--only", default="", help="comma-separated systems, e.g. celeriac,celery")
     parser.add_argument("--broker", choices=["redis", "amqp", "all"], default="all")
+    parser.add_argument(
+        "--scenarios",
+        choices=["all", "basic", "workflows"],
+        default="all",
+        help="basic: enqueue, drain, round trip; workflows: chord and chain (Redis only)",
+    )
+    parser.add_argument("--chord-size", type=int, default=10_000, help="tasks in the chord")
+    parser.add_argument("--chain-length", type=int, default=1_000, help="links in the chain")
+    parser.add_argument(
+        "--workflow-timeout", type=float, default=300.0, help="seconds one workflow may take"
+    )
     options = parser.parse_args()
     if options.tasks < 10 or options.round_trips < 2 or options.repeat < 1:
         parser.error("--tasks must be at least 10, --round-trips 2 and --repeat 1")
+    if options.chord_size < 1 or options.chain_length < 1 or options.workflow_timeout <= 0:
+        parser.error("--chord-size and --chain-length must be at least 1, --workflow-timeout > 0")
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="celeriac-bench-") as folder:
         for row in selected_rows(options):
@@ -455,10 +599,13 @@ def main() -> int:
                 if log.exists():
                     print(log.read_text()[-2000:], flush=True)
             outcomes.append(outcome)
-    report = render(outcomes, options)
+    basic = render(outcomes, options) if options.scenarios != "workflows" else None
+    workflows = None
+    if options.scenarios != "basic" and any(o.row.broker == "redis" for o in outcomes):
+        workflows = render_workflows(outcomes, options)
     print()
-    print(report)
-    RESULTS_FILE.write_text(report)
+    print("\n".join(report for report in (basic, workflows) if report is not None))
+    save(basic, workflows)
     return 0
 
 

@@ -3,7 +3,8 @@
 arq has no multi-process mode; its worker runs up to ``max_jobs`` (10) jobs at once in
 one event loop. It polls the queue every ``poll_delay`` (0.5 s by default, which caps a
 drain at about 200 jobs/s), so the bench sets 10 ms, and the client polls for a result
-every millisecond. Results are kept only for the round trip (``keep_result``).
+every millisecond. Results are kept only for the round trip (``keep_result``). arq has
+neither chords nor chains (nor job dependencies), so it has no workflow figures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ MODES = {"asyncio": "one process, `max_jobs=10` (default), `poll_delay=0.01` (de
 RESULTS = "kept in Redis (`keep_result`), `job.result(poll_delay=0.001)`"
 DISTRIBUTION = "arq"
 BATCH = None
+CHORD = None
+CHAIN = None
 
 
 async def noop(ctx: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 The batch enqueue goes through ``Transport.publish_many``: celeriac has no public
 task-level batch call (``apply_async`` publishes one message), so the bench builds the
 same protocol-2 messages ``apply_async`` would and hands them to the transport in chunks.
+The workflows are celeriac's canvas, written as they would be for Celery.
 """
 
 from __future__ import annotations
@@ -12,9 +13,18 @@ import time
 import uuid
 from typing import Any
 
-from common import BROKER_URL, QUEUE, RESULT_URL, fill, mark, round_trips
+from common import (
+    BROKER_URL,
+    QUEUE,
+    RESULT_URL,
+    chord_sum,
+    fill,
+    mark,
+    round_trips,
+    timed_workflow,
+)
 
-from celeriac import Celeriac
+from celeriac import Celeriac, chain, chord
 from celeriac.protocol.message import build_task_message
 from celeriac.transports import SCHEMES
 from celeriac.transports.base import OutgoingMessage
@@ -27,6 +37,8 @@ RESULTS = "Redis result backend, `AsyncResult.get()`"
 DISTRIBUTION = "celeriac"
 BATCH = "`transport.publish_many`, 100 messages a call (no public task-level batch API)"
 BATCH_SIZE = 100
+CHORD = "`chord(add.s(i, i) ...)(tsum.s())`, Redis backend"
+CHAIN = "`chain(add.s(0, 1), add.s(1), ...)`"
 CONCURRENCY = {"prefork": "2", "threads": "4"}
 
 app = Celeriac("celeriac_peer", broker=BROKER_URL, backend=RESULT_URL, task_default_queue=QUEUE)
@@ -47,6 +59,18 @@ def marker(name: str) -> None:
 def echo(value: Any) -> Any:
     """Return the value: one round trip."""
     return value
+
+
+@app.task
+def add(first: int, second: int) -> int:
+    """One step of a workflow."""
+    return first + second
+
+
+@app.task
+def tsum(numbers: list[int]) -> int:
+    """The chord's body: the sum of the header's results."""
+    return sum(numbers)
 
 
 def unavailable() -> str | None:
@@ -96,3 +120,23 @@ def run_fill_batch(count: int) -> float:
 def run_round_trips(samples: int) -> list[float]:
     """Call ``echo`` and wait on its AsyncResult, one call at a time."""
     return round_trips(lambda value: echo.delay(value).get(timeout=60), samples)
+
+
+def run_chord(size: int, timeout: float) -> float:
+    """Seconds until the body of a chord of ``size`` additions has returned their sum."""
+
+    def start() -> Any:
+        result = chord(add.s(i, i) for i in range(size))(tsum.s())
+        return lambda left: result.get(timeout=left)
+
+    return timed_workflow(start, chord_sum(size), timeout)
+
+
+def run_chain(length: int, timeout: float) -> float:
+    """Seconds until the last of ``length`` chained additions has returned ``length``."""
+
+    def start() -> Any:
+        result = chain(add.s(0, 1), *[add.s(1) for _ in range(length - 1)])()
+        return lambda left: result.get(timeout=left)
+
+    return timed_workflow(start, length, timeout)

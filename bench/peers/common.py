@@ -1,9 +1,11 @@
 """What every adapter shares: its settings from the environment and the drain markers.
 
 The driver (``bench/run.py``) sets ``BENCH_BROKER_URL``, ``BENCH_MARKER_URL`` and, only for
-the round trip, ``BENCH_RESULT_URL``; an adapter reads them when it is imported, in the
-client and in its worker alike. The drain is timed between two marker tasks that write
-the moment they run to Redis: one before the no-ops, one after them.
+the round trip and the workflows, ``BENCH_RESULT_URL``; an adapter reads them when it is
+imported, in the client and in its worker alike. The drain is timed between two marker
+tasks that write the moment they run to Redis: one before the no-ops, one after them.
+The workflows (a chord, a chain) are timed from building them until the final result is
+in the client's hands, and that result is checked.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -102,6 +105,62 @@ async def round_trips_async(
         await call(index)
         timings.append((time.perf_counter() - started) * 1000)
     return timings
+
+
+def chord_sum(size: int) -> int:
+    """What the chord's body returns: the sum of ``add(i, i)`` for ``i`` below ``size``."""
+    return size * (size - 1)
+
+
+def timed_workflow(
+    start: Callable[[], Callable[[float], Any]],
+    expected: Any,
+    timeout: float,
+    timeouts: tuple[type[BaseException], ...] = (),
+) -> float:
+    """Seconds from ``start()`` (build and send) until its waiter returns the final result.
+
+    The waiter gets the seconds left of ``timeout``; the system's own timeout errors
+    (``timeouts``) and a waiter that returns ``None`` become ``TimeoutError``. A wrong
+    result is an error, not a figure.
+    """
+    started = time.perf_counter()
+    wait = start()
+    left = timeout - (time.perf_counter() - started)
+    if left <= 0:
+        raise TimeoutError(f"sending alone took more than {timeout:g} s")
+    try:
+        value = wait(left)
+    except timeouts as error:
+        raise TimeoutError(str(error)) from error
+    elapsed = time.perf_counter() - started
+    if value is None:
+        raise TimeoutError(f"no result within {timeout:g} s")
+    if value != expected:
+        raise RuntimeError(f"the workflow returned {value!r}, expected {expected!r}")
+    return elapsed
+
+
+async def timed_workflow_async(
+    start: Callable[[], Awaitable[Callable[[float], Awaitable[Any]]]],
+    expected: Any,
+    timeout: float,
+    timeouts: tuple[type[BaseException], ...] = (),
+) -> float:
+    """``timed_workflow`` for clients whose sends and waits are coroutines."""
+    started = time.perf_counter()
+    wait = await start()
+    left = timeout - (time.perf_counter() - started)
+    if left <= 0:
+        raise TimeoutError(f"sending alone took more than {timeout:g} s")
+    try:
+        value = await wait(left)
+    except timeouts as error:
+        raise TimeoutError(str(error)) from error
+    elapsed = time.perf_counter() - started
+    if value != expected:
+        raise RuntimeError(f"the workflow returned {value!r}, expected {expected!r}")
+    return elapsed
 
 
 def console_script(name: str) -> str:

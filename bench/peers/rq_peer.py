@@ -3,6 +3,12 @@
 Worker: ``rq worker-pool -n 2``, two workers that each fork a work horse per job (RQ's
 default ``Worker``). Without results the jobs are sent with ``result_ttl=0``, RQ's way
 of not keeping them.
+
+Workflows are built from job dependencies, RQ's only primitive for them: the chain is
+jobs each ``depends_on`` the one before, the chord a job with ``Dependency(jobs=...)``
+on the whole header (queued with ``enqueue_many``). RQ does not hand a dependency's
+result to its dependent, so the dependent fetches it (``Job.fetch_many``,
+``return_value()``).
 """
 
 from __future__ import annotations
@@ -11,14 +17,30 @@ import time
 from typing import Any
 
 import rq
-from common import BROKER_URL, QUEUE, RESULT_URL, console_script, fill, mark, round_trips
+from common import (
+    BROKER_URL,
+    QUEUE,
+    RESULT_URL,
+    chord_sum,
+    console_script,
+    fill,
+    mark,
+    round_trips,
+    timed_workflow,
+)
 from redis import Redis
+from rq.job import Dependency, Job
 
 MODES = {"pool": "`rq worker-pool -n 2` (fork per job, the default worker class)"}
 RESULTS = "results kept in Redis, `job.latest_result(timeout=...)`"
 DISTRIBUTION = "rq"
 BATCH = "`Queue.enqueue_many`, 100 jobs a call"
 BATCH_SIZE = 100
+CHORD = (
+    "header by `enqueue_many`, body `enqueue(tsum, depends_on=Dependency(jobs=header))` "
+    "fetching the header's results"
+)
+CHAIN = "jobs each `depends_on` the previous one, fetching its result"
 
 queue = rq.Queue(QUEUE, connection=Redis.from_url(BROKER_URL))
 _job_options: dict[str, Any] = {} if RESULT_URL else {"result_ttl": 0}
@@ -36,6 +58,25 @@ def marker(name: str) -> None:
 def echo(value: Any) -> Any:
     """Return the value: one round trip."""
     return value
+
+
+def add(first: int, second: int) -> int:
+    """One step of a workflow."""
+    return first + second
+
+
+def add_to_previous(second: int) -> int:
+    """A chain link: the result of the job this one depends on, plus ``second``."""
+    previous = rq.get_current_job().dependency
+    assert previous is not None
+    return int(previous.return_value()) + second
+
+
+def tsum() -> int:
+    """The chord's body: the sum of the results of the jobs this one depends on."""
+    job = rq.get_current_job()
+    header = Job.fetch_many(job.dependency_ids, connection=job.connection)
+    return sum(int(member.return_value()) for member in header if member is not None)
 
 
 def worker_command(mode: str) -> list[str]:
@@ -69,3 +110,40 @@ def run_fill_batch(count: int) -> float:
 def run_round_trips(samples: int) -> list[float]:
     """Queue ``echo`` and block on its latest result, one job at a time."""
     return round_trips(lambda value: queue.enqueue(echo, value).latest_result(timeout=60), samples)
+
+
+def _result_of(job: Job, left: float) -> Any:
+    """The job's return value, waiting up to ``left`` seconds; None when none came.
+
+    The wait blocks a second at a time: a longer block can outlast the read timeout of
+    the Redis connection.
+    """
+    deadline = time.monotonic() + left
+    while deadline - time.monotonic() > 0:
+        result = job.latest_result(timeout=1)
+        if result is not None:
+            return result.return_value
+    return None
+
+
+def run_chord(size: int, timeout: float) -> float:
+    """Seconds until a job depending on ``size`` additions has returned their sum."""
+
+    def start() -> Any:
+        header = queue.enqueue_many([rq.Queue.prepare_data(add, (i, i)) for i in range(size)])
+        body = queue.enqueue(tsum, depends_on=Dependency(jobs=header))
+        return lambda left: _result_of(body, left)
+
+    return timed_workflow(start, chord_sum(size), timeout)
+
+
+def run_chain(length: int, timeout: float) -> float:
+    """Seconds until the last of ``length`` dependent additions has returned ``length``."""
+
+    def start() -> Any:
+        job = queue.enqueue(add, 0, 1)
+        for _ in range(length - 1):
+            job = queue.enqueue(add_to_previous, 1, depends_on=job)
+        return lambda left: _result_of(job, left)
+
+    return timed_workflow(start, length, timeout)
