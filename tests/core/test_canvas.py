@@ -419,3 +419,36 @@ def test_waiting_on_a_chain_ends_when_an_earlier_hop_fails(app: Celeriac) -> Non
 
     assert time.monotonic() - started < 5
     assert result.state == "PENDING"
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["worker", "eager"])
+def test_a_chords_callbacks_are_its_bodys(app: Celeriac, eager: bool) -> None:
+    add, tsum = app.tasks["add"], app.tasks["tsum"]
+    app.conf.task_always_eager = app.conf.task_store_eager_result = eager
+    linked = chord([add.s(1, 1), add.s(2, 2)], tsum.s())
+    then = add.s(100).set(task_id=str(uuid.uuid4()))
+    linked.link(then)
+    called = add.s(1000).set(task_id=str(uuid.uuid4()))
+
+    result = linked.apply_async(link=called)
+    run_all(app)
+
+    assert result.get(timeout=5) == 6
+    assert app.AsyncResult(str(then.id)).get(timeout=5) == 106
+    assert app.AsyncResult(str(called.id)).get(timeout=5) == 1006
+
+
+def test_a_groups_callback_runs_once_after_its_first_member_and_errbacks_for_each(
+    app: Celeriac,
+) -> None:
+    """As in Celery: ``group.link`` links the first member (immutable), ``link_error`` all."""
+    add, boom = app.tasks["add"], app.tasks["boom"]
+    callback = add.si(1, 1).set(task_id=str(uuid.uuid4()))
+
+    group(add.s(1, 1), add.s(2, 2)).apply_async(link=callback)
+    group(boom.s("a"), boom.s("b")).apply_async(link_error=app.tasks["record_error"].s())
+    ran = run_all(app)
+
+    assert ran.count("add") == 3
+    assert app.AsyncResult(str(callback.id)).get(timeout=5) == 2
+    assert sorted(str(exc) for _, exc in app.errors) == ["a", "b"]  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from celeriac.canvas.signature import (
     Signature,
     add_to_running_task,
     maybe_signature,
+    option_list,
     running_task_lineage,
 )
 from celeriac.context import Context
@@ -115,6 +116,14 @@ class chord(Signature):
             **copy.deepcopy(options),
         )
 
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Add a callback of the body: it runs once, with the body's result."""
+        return self.body.link(callback)
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Add an errback of the body: it runs when the body or the chord fails."""
+        return self.body.link_error(errback)
+
     def freeze(
         self,
         _id: str | None = None,
@@ -198,7 +207,8 @@ class chord(Signature):
     def _with_call_options(
         self, kwargs: Mapping[str, Any] | None, options: dict[str, Any]
     ) -> chord:
-        """Take a body given at call time and the rest of an enclosing chain into the body."""
+        """Take a body given at call time, the rest of an enclosing chain, and ``link`` and
+        ``link_error`` given at call time into the body (they are the chord's)."""
         target = self
         body = (kwargs or {}).get("body")
         given = maybe_signature(body, app=self._app)
@@ -209,6 +219,10 @@ class chord(Signature):
             from celeriac.canvas.chain import chain
 
             target = target.with_body(chain(target.body, *reversed(following), app=self._app))
+        for callback in option_list(options.pop("link", None)):
+            target.link(callback)
+        for errback in option_list(options.pop("link_error", None)):
+            target.link_error(errback)
         return target
 
     def apply(
@@ -224,7 +238,7 @@ class chord(Signature):
         """
         target = self._with_call_options(kwargs, options)
         options = dict(target.options, **options)
-        for key in ("group_id", "chord", "group_index"):
+        for key in MEMBERSHIP_OPTIONS:
             options.pop(key, None)
         body_id = options.pop("task_id", None)
         header_result = target.header.apply(args, **options)

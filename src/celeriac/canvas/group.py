@@ -22,9 +22,6 @@ from celeriac.canvas.signature import (
 )
 from celeriac.result import GroupResult
 
-# Group options that every member also gets.
-SHARED_OPTIONS = ("link", "link_error")
-
 
 @Signature.register_type("group")
 class group(TaskList):
@@ -37,6 +34,23 @@ class group(TaskList):
     def chord_size(self) -> int:
         """Every member's results count in a chord this group is a header member of."""
         return sum(member.chord_size for member in self.tasks)
+
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Link ``callback`` to the first member only, immutable, as Celery does.
+
+        It runs once, when that member succeeds, not after the whole group: for that,
+        use a chord (``group | callback``).
+        """
+        immutable = Signature.from_dict(dict(callback), app=self._app).set(immutable=True)
+        if self.tasks:
+            self.tasks[0].link(immutable)
+        return immutable
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Link ``errback`` to every member: it runs for each one that fails."""
+        for member in self.tasks:
+            member.link_error(errback)
+        return errback
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -122,12 +136,10 @@ class group(TaskList):
     def _frozen(self, options: dict[str, Any]) -> GroupResult:
         """Freeze with the call's workflow options, taking them out of ``options``."""
         lineage = running_task_lineage()
-        shared = {key: options.pop(key) for key in SHARED_OPTIONS if key in options}
-        for member in self.tasks:
-            for callback in option_list(shared.get("link")):
-                member.link(callback)
-            for errback in option_list(shared.get("link_error")):
-                member.link_error(errback)
+        for callback in option_list(options.pop("link", None)):
+            self.link(callback)
+        for errback in option_list(options.pop("link_error", None)):
+            self.link_error(errback)
         return self.freeze(
             options.pop("task_id", None),
             root_id=options.pop("root_id", None) or lineage.get("root_id"),
