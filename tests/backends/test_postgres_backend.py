@@ -452,3 +452,26 @@ def test_chord_tables_are_our_own_beside_the_group_table(
     ).fetchall()
     assert chord == [("g-1", 2)]
     assert parts == [("g-1", "t-0", 0, "SUCCESS", b"5")]
+
+
+def test_a_chord_table_made_before_the_ready_column_gains_it(
+    server_url: str, connection: Connection, schema: str
+) -> None:
+    """Chord tables an earlier celeriac created get the parts counter when first opened."""
+    connection.execute(
+        f"CREATE TABLE {schema}.celeriac_chord (group_id varchar(155) PRIMARY KEY,"
+        " size integer, total_diff integer NOT NULL DEFAULT 0, claim varchar(64),"
+        " claim_expires_at double precision, finished_until double precision,"
+        " expires_at double precision)"
+    )
+    backend = PostgresBackend(server_url, database_table_schemas={"group": schema})
+    try:
+        backend.set_chord_size("g-1", 2)
+        assert not backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5).must_fire
+        progress = backend.chord_part_done("g-1", "t-1", 1, "SUCCESS", 6)
+    finally:
+        backend.close()
+
+    assert progress.must_fire
+    assert progress.results == [5, 6]
+    assert columns_of(connection, schema, "celeriac_chord")["ready"] == "integer"

@@ -64,3 +64,25 @@ def test_chord_tables_hold_one_row_per_chord_and_per_part(
     connection.close()
     assert chords == [("g-1", 2)]
     assert parts == [("g-1", "t-0", 0, "SUCCESS", b"5")]
+
+
+def test_a_chord_table_made_before_the_ready_column_gains_it(database: Path) -> None:
+    """Chord tables an earlier celeriac created get the parts counter when first opened."""
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TABLE celeriac_chord (group_id varchar(155) PRIMARY KEY, size integer,"
+            " total_diff integer NOT NULL DEFAULT 0, claim varchar(64),"
+            " claim_expires_at double precision, finished_until double precision,"
+            " expires_at double precision)"
+        )
+    connection.close()
+    backend = SQLiteBackend(f"sqlite:///{database}")
+    try:
+        backend.set_chord_size("g-1", 2)
+        assert not backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5).must_fire
+        progress = backend.chord_part_done("g-1", "t-1", 1, "SUCCESS", 6)
+    finally:
+        backend.close()
+
+    assert progress.must_fire
+    assert progress.results == [5, 6]

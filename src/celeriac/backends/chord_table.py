@@ -2,9 +2,11 @@
 
 Celery's database backend has no chord counter (it polls with ``celery.chord_unlock``,
 wire protocol §7.3), so these tables are celeriac's own: ``celeriac_chord`` holds one
-row per chord (size, total diff, claim, finished marker) and ``celeriac_chord_part`` one
-row per finished header task, keyed by ``(group_id, task_id, group_index)`` so that a
-redelivered task is counted once. They keep Redis's semantics (Celery 5.7's script).
+row per chord (size, total diff, how many parts are in, claim, finished marker) and
+``celeriac_chord_part`` one row per finished header task, keyed by
+``(group_id, task_id, group_index)`` so that a redelivered task is counted once. They
+keep Redis's semantics (Celery 5.7's script). The count of parts is kept in the chord's
+row, not counted, so each report costs the same however big the chord.
 
 Every operation runs inside one transaction that the backend opens, and starts with an
 upsert of the chord's row: in PostgreSQL that locks the row until commit, in SQLite the
@@ -24,6 +26,7 @@ from typing import Any
 from celeriac.backends.base import CHORD_DONE_EXPIRES, ChordPart, ChordProgress
 
 CHORD_TABLE = "celeriac_chord"
+READY_COLUMN = "ready integer NOT NULL DEFAULT 0"
 PART_TABLE = "celeriac_chord_part"
 
 # Stored as the group_index of a header task sent without one; it sorts after every real
@@ -38,6 +41,7 @@ Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 class _ChordRow:
     size: int | None
     total_diff: int
+    ready: int
     claim: str | None
     claim_expires_at: float | None
     finished_until: float | None
@@ -46,25 +50,35 @@ class _ChordRow:
 class ChordTables:
     """The statements of the chord counter, for one database's placeholder and blob type.
 
-    ``chord_table`` and ``part_table`` are quoted (and if need be schema-qualified) names.
+    ``chord_table`` and ``part_table`` are quoted (and if need be schema-qualified) names;
+    ``dialect`` is "sqlite" or "postgresql".
     """
 
-    def __init__(self, chord_table: str, part_table: str, *, placeholder: str, blob: str) -> None:
+    def __init__(
+        self, chord_table: str, part_table: str, *, placeholder: str, blob: str, dialect: str
+    ) -> None:
         self.chord_table = chord_table
         self.part_table = part_table
         self.placeholder = placeholder
         self.blob = blob
+        self.dialect = dialect
 
     def create(self, execute: Execute) -> None:
-        """Create both tables unless they exist."""
+        """Create both tables unless they exist; add ``ready`` to a chord table made without it."""
         execute(
             f"CREATE TABLE IF NOT EXISTS {self.chord_table} ("
             " group_id varchar(155) PRIMARY KEY, size integer,"
             " total_diff integer NOT NULL DEFAULT 0, claim varchar(64),"
             " claim_expires_at double precision, finished_until double precision,"
-            " expires_at double precision)",
+            f" expires_at double precision, {READY_COLUMN})",
             (),
         )
+        if self.dialect == "postgresql":
+            execute(f"ALTER TABLE {self.chord_table} ADD COLUMN IF NOT EXISTS {READY_COLUMN}", ())
+        elif "ready" not in {
+            row[1] for row in execute(f"PRAGMA table_info({self.chord_table})", ())
+        }:
+            execute(f"ALTER TABLE {self.chord_table} ADD COLUMN {READY_COLUMN}", ())
         execute(
             f"CREATE TABLE IF NOT EXISTS {self.part_table} ("
             " group_id varchar(155) NOT NULL, task_id varchar(155) NOT NULL,"
@@ -120,18 +134,25 @@ class ChordTables:
         if row.finished_until is not None and row.finished_until > now:
             return ChordProgress(0, None, is_finished=True)
         group_index = UNINDEXED if part.group_index is None else part.group_index
-        execute(
+        inserted = execute(
             f"INSERT INTO {self.part_table} (group_id, task_id, group_index, state, result)"
-            f" VALUES ({self._placeholders(5)}) ON CONFLICT DO NOTHING",
+            f" VALUES ({self._placeholders(5)}) ON CONFLICT DO NOTHING RETURNING group_id",
             (group_id, part.task_id, group_index, part.state, part.result),
         )
+        if inserted:
+            ((ready,),) = execute(
+                f"UPDATE {self.chord_table} SET ready = ready + 1"
+                f" WHERE group_id = {self.placeholder} RETURNING ready",
+                (group_id,),
+            )
+            row = dataclasses.replace(row, ready=ready)
         return self._claim_if_complete(execute, group_id, row, now, claim_expires)
 
     def finish(self, execute: Execute, group_id: str, claim: str, *, now: float) -> bool:
         """Drop the parts and counters and mark the chord finished, if ``claim`` holds it."""
         mark = self.placeholder
         finished = execute(
-            f"UPDATE {self.chord_table} SET size = NULL, total_diff = 0, claim = NULL,"
+            f"UPDATE {self.chord_table} SET size = NULL, total_diff = 0, ready = 0, claim = NULL,"
             f" claim_expires_at = NULL, finished_until = {mark}, expires_at = {mark}"
             f" WHERE group_id = {mark} AND claim = {mark} AND claim_expires_at > {mark}"
             " RETURNING group_id",
@@ -156,7 +177,7 @@ class ChordTables:
         (row,) = execute(
             f"INSERT INTO {self.chord_table} AS chord (group_id, size, total_diff, expires_at)"
             f" VALUES ({self._placeholders(4)}) ON CONFLICT (group_id) DO UPDATE SET {updates}"
-            " RETURNING size, total_diff, claim, claim_expires_at, finished_until",
+            " RETURNING size, total_diff, ready, claim, claim_expires_at, finished_until",
             parameters,
         )
         return _ChordRow(*row)
@@ -165,9 +186,7 @@ class ChordTables:
         self, execute: Execute, group_id: str, row: _ChordRow, now: float, claim_expires: float
     ) -> ChordProgress:
         mark = self.placeholder
-        ((ready,),) = execute(
-            f"SELECT count(*) FROM {self.part_table} WHERE group_id = {mark}", (group_id,)
-        )
+        ready = row.ready
         expected = None if row.size is None else row.size + row.total_diff
         is_claimed = row.claim is not None and (row.claim_expires_at or 0) > now
         if expected is None or ready != expected or is_claimed:

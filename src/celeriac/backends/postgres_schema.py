@@ -78,6 +78,7 @@ class Tables:
                 sql.Identifier(*filter(None, (group_schema, PART_TABLE))).as_string(),
                 placeholder="%s",
                 blob="bytea",
+                dialect="postgresql",
             ),
         )
 

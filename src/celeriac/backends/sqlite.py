@@ -148,7 +148,9 @@ class SQLiteBackend:
         self.expires = expires or None
         self.busy_timeout = busy_timeout
         self._wakeup = Wakeup(Path(f"{self.path}{WAKE_SUFFIX}"))
-        self._chords = ChordTables(CHORD_TABLE, PART_TABLE, placeholder="?", blob="BLOB")
+        self._chords = ChordTables(
+            CHORD_TABLE, PART_TABLE, placeholder="?", blob="BLOB", dialect="sqlite"
+        )
         self._start_process()
 
     def store(self, task_id: str, meta: Meta) -> None:
