@@ -13,11 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from celeriac.canvas.signature import (
-    MEMBERSHIP_OPTIONS,
     Signature,
     TaskList,
     option_list,
-    running_task_lineage,
 )
 
 
@@ -102,13 +100,7 @@ class chain(TaskList):
             return self.apply(args, kwargs, **options)
         if not self._prepared(args, kwargs, options):
             return None
-        lineage = running_task_lineage()
-        result = self.freeze(
-            options.pop("task_id", None),
-            root_id=options.pop("root_id", None) or lineage.get("root_id"),
-            parent_id=options.pop("parent_id", None) or lineage.get("parent_id"),
-            **{key: options.pop(key) for key in MEMBERSHIP_OPTIONS if key in options},
-        )
+        result = self.freeze_for_sending(options)
         first, rest = self.tasks[0], self.tasks[1:]
         remaining = [*(options.pop("chain", None) or ()), *reversed(rest)]
         first.apply_async(chain=remaining or None, **options)

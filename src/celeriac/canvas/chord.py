@@ -25,7 +25,6 @@ from celeriac.canvas.signature import (
     add_to_running_task,
     maybe_signature,
     option_list,
-    running_task_lineage,
 )
 from celeriac.context import Context
 from celeriac.exceptions import ChordError
@@ -181,13 +180,7 @@ class chord(Signature):
             return target.apply(args, **options)
         from celeriac.publisher import batch_publish
 
-        lineage = running_task_lineage()
-        result = target.freeze(
-            options.pop("task_id", None),
-            root_id=options.pop("root_id", None) or lineage.get("root_id"),
-            parent_id=options.pop("parent_id", None) or lineage.get("parent_id"),
-            **{key: options.pop(key) for key in MEMBERSHIP_OPTIONS if key in options},
-        )
+        result = target.freeze_for_sending(options)
         header_id = str(target.header.id)
         size = target.header.chord_size
         if size != len(target.header.tasks):

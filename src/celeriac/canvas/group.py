@@ -13,12 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celeriac.canvas.signature import (
-    MEMBERSHIP_OPTIONS,
     Signature,
     TaskList,
     add_to_running_task,
     option_list,
-    running_task_lineage,
 )
 from celeriac.result import GroupResult
 
@@ -134,18 +132,13 @@ class group(TaskList):
         return result
 
     def _frozen(self, options: dict[str, Any]) -> GroupResult:
-        """Freeze with the call's workflow options, taking them out of ``options``."""
-        lineage = running_task_lineage()
+        """Freeze with the call's workflow options and callbacks, taking them out of ``options``."""
         for callback in option_list(options.pop("link", None)):
             self.link(callback)
         for errback in option_list(options.pop("link_error", None)):
             self.link_error(errback)
-        return self.freeze(
-            options.pop("task_id", None),
-            root_id=options.pop("root_id", None) or lineage.get("root_id"),
-            parent_id=options.pop("parent_id", None) or lineage.get("parent_id"),
-            **{key: options.pop(key) for key in MEMBERSHIP_OPTIONS if key in options},
-        )
+        result: GroupResult = self.freeze_for_sending(options)
+        return result
 
     def apply(
         self,

@@ -259,6 +259,20 @@ class Signature(dict[str, Any]):
         self.options["task_id"] = task_id
         return self.app.AsyncResult(task_id, task_name=self.get("task"))
 
+    def freeze_for_sending(self, options: dict[str, Any]) -> Any:
+        """Freeze with the workflow options of a send call, taking them out of ``options``.
+
+        Root and parent default to the task running here, so that a workflow sent from
+        a task is its child; what is left in ``options`` is for the messages.
+        """
+        lineage = running_task_lineage()
+        return self.freeze(
+            options.pop("task_id", None),
+            root_id=options.pop("root_id", None) or lineage.get("root_id"),
+            parent_id=options.pop("parent_id", None) or lineage.get("parent_id"),
+            **{key: options.pop(key) for key in MEMBERSHIP_OPTIONS if key in options},
+        )
+
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         """``a | b``: a chain; a group followed by anything is a chord."""
         if not isinstance(other, Signature):
