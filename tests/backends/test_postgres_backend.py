@@ -15,10 +15,11 @@ import psycopg
 import pytest
 
 from celeriac.backends import from_url
-from celeriac.backends.base import BackendError, Meta
+from celeriac.backends.base import BackendError
 from celeriac.backends.postgres import PostgresBackend
 from celeriac.exceptions import ContentDisallowed, ImproperlyConfigured
 from celeriac.protocol.result_meta import build_meta
+from tests.backends.support import OLD_CHORD_TABLE, success_meta, two_part_chord, wait_while_cut
 from tests.servers import require
 
 # Celery 5.7's columns of celery_taskmeta (wire protocol §7.4), as information_schema names them.
@@ -76,10 +77,6 @@ def backend(server_url: str, schema: str) -> Iterator[PostgresBackend]:
     backend = PostgresBackend(server_url, database_table_schemas={"task": schema})
     yield backend
     backend.close()
-
-
-def success_meta(task_id: str, result: object = 5) -> Meta:
-    return build_meta(task_id, "SUCCESS", result, date_done="2026-11-21T19:01:45.865316+00:00")
 
 
 def columns_of(connection: Connection, schema: str, table: str) -> dict[str, str]:
@@ -293,30 +290,16 @@ def test_wait_listens_again_when_its_connection_is_terminated(
     writer.store("setup", success_meta("setup"))
     assert waiter.get("setup") == success_meta("setup")
 
-    def terminate_listener_then_store() -> None:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            ended = connection.execute(
+    def terminate_listener() -> bool:
+        return bool(
+            connection.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE application_name = %s AND state = 'idle'",
                 (name,),
             ).fetchall()
-            if ended:
-                break
-            time.sleep(0.01)
-        time.sleep(0.2)
-        writer.store("task-1", success_meta("task-1"))
+        )
 
-    thread = threading.Thread(target=terminate_listener_then_store)
-    thread.start()
-    try:
-        started = time.monotonic()
-        meta = waiter.wait("task-1", timeout=10.0, interval=30.0)
-        waited = time.monotonic() - started
-    finally:
-        thread.join(timeout=10)
-        waiter.close()
-        writer.close()
+    meta, waited = wait_while_cut(waiter, writer, terminate_listener)
 
     assert meta == success_meta("task-1")
     assert waited < 2.0
@@ -458,17 +441,10 @@ def test_a_chord_table_made_before_the_ready_column_gains_it(
     server_url: str, connection: Connection, schema: str
 ) -> None:
     """Chord tables an earlier celeriac created get the parts counter when first opened."""
-    connection.execute(
-        f"CREATE TABLE {schema}.celeriac_chord (group_id varchar(155) PRIMARY KEY,"
-        " size integer, total_diff integer NOT NULL DEFAULT 0, claim varchar(64),"
-        " claim_expires_at double precision, finished_until double precision,"
-        " expires_at double precision)"
-    )
+    connection.execute(OLD_CHORD_TABLE.format(table=f"{schema}.celeriac_chord"))
     backend = PostgresBackend(server_url, database_table_schemas={"group": schema})
     try:
-        backend.set_chord_size("g-1", 2)
-        assert not backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5).must_fire
-        progress = backend.chord_part_done("g-1", "t-1", 1, "SUCCESS", 6)
+        progress = two_part_chord(backend)
     finally:
         backend.close()
 

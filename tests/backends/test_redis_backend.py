@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -13,10 +12,11 @@ import redis
 
 from celeriac import Celeriac
 from celeriac.backends import from_url
-from celeriac.backends.base import BackendError, ChordPart, Meta
+from celeriac.backends.base import BackendError, ChordPart
 from celeriac.backends.redis import RedisBackend, task_key_prefix
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.result_meta import build_meta
+from tests.backends.support import success_meta, wait_while_cut
 from tests.servers import require
 
 # A result a Celery 5.7 worker stored (celery-wire-captures.txt), byte for byte.
@@ -55,10 +55,6 @@ def backend(server_url: str, prefix: str) -> Iterator[RedisBackend]:
     backend = RedisBackend(server_url, global_keyprefix=prefix)
     yield backend
     backend.close()
-
-
-def success_meta(task_id: str, result: object = 5) -> Meta:
-    return build_meta(task_id, "SUCCESS", result, date_done="2026-11-21T19:01:45.865316+00:00")
 
 
 def test_result_is_stored_under_celerys_key_as_celerys_json(
@@ -228,31 +224,17 @@ def test_wait_subscribes_again_when_its_connection_is_killed(
     waiter = RedisBackend(server_url, global_keyprefix=prefix, client_name=name)
     writer = RedisBackend(server_url, global_keyprefix=prefix)
 
-    def kill_subscription_then_store() -> None:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            subscribed = [
-                entry["id"]
-                for entry in client.client_list()
-                if entry["name"] == name and "P" in entry["flags"]
-            ]
-            if subscribed:
-                client.client_kill_filter(_id=subscribed[0])
-                break
-            time.sleep(0.01)
-        time.sleep(0.2)
-        writer.store("task-1", success_meta("task-1"))
+    def kill_subscription() -> bool:
+        subscribed = [
+            entry["id"]
+            for entry in client.client_list()
+            if entry["name"] == name and "P" in entry["flags"]
+        ]
+        if subscribed:
+            client.client_kill_filter(_id=subscribed[0])
+        return bool(subscribed)
 
-    thread = threading.Thread(target=kill_subscription_then_store)
-    thread.start()
-    try:
-        started = time.monotonic()
-        meta = waiter.wait("task-1", timeout=10.0, interval=30.0)
-        waited = time.monotonic() - started
-    finally:
-        thread.join(timeout=10)
-        waiter.close()
-        writer.close()
+    meta, waited = wait_while_cut(waiter, writer, kill_subscription)
 
     assert meta == success_meta("task-1")
     assert waited < 2.0

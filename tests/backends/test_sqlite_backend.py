@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from celeriac.backends.sqlite import SQLiteBackend
+from tests.backends.support import OLD_CHORD_TABLE, two_part_chord
 
 GROUP_TUPLE = [["g-1", None], [[["t-1", None], None], [["t-2", None], None]]]
 
@@ -69,18 +70,11 @@ def test_chord_tables_hold_one_row_per_chord_and_per_part(
 def test_a_chord_table_made_before_the_ready_column_gains_it(database: Path) -> None:
     """Chord tables an earlier celeriac created get the parts counter when first opened."""
     with sqlite3.connect(database) as connection:
-        connection.execute(
-            "CREATE TABLE celeriac_chord (group_id varchar(155) PRIMARY KEY, size integer,"
-            " total_diff integer NOT NULL DEFAULT 0, claim varchar(64),"
-            " claim_expires_at double precision, finished_until double precision,"
-            " expires_at double precision)"
-        )
+        connection.execute(OLD_CHORD_TABLE.format(table="celeriac_chord"))
     connection.close()
     backend = SQLiteBackend(f"sqlite:///{database}")
     try:
-        backend.set_chord_size("g-1", 2)
-        assert not backend.chord_part_done("g-1", "t-0", 0, "SUCCESS", 5).must_fire
-        progress = backend.chord_part_done("g-1", "t-1", 1, "SUCCESS", 6)
+        progress = two_part_chord(backend)
     finally:
         backend.close()
 

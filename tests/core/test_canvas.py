@@ -285,12 +285,13 @@ def test_chunks_map_and_starmap(app: Celeriac) -> None:
     parts = chunks(add.s(), [(i, i) for i in range(5)], 2)()
     mapped = xmap(app.tasks["tsum"].s(), [[1, 2], [3]]).apply_async()
     starred = add.starmap([(1, 2), (3, 4)]).apply_async()
+    star_signature = xstarmap(add.s(10), [(1,), (2,)]).apply_async()
     run_all(app)
 
     assert parts.get(timeout=5) == [[0, 2], [4, 6], [8]]
     assert mapped.get(timeout=5) == [3, 3]
     assert starred.get(timeout=5) == [3, 7]
-    assert isinstance(xstarmap(add.s(), []), Signature)
+    assert star_signature.get(timeout=5) == [11, 12]
 
 
 def test_errbacks_of_both_styles_run_when_a_task_fails(app: Celeriac) -> None:
