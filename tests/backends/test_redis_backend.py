@@ -144,7 +144,7 @@ def test_every_stored_state_is_published_on_the_keys_channel(
     backend: RedisBackend, client: redis.Redis
 ) -> None:
     key = backend.key_for("task-1")
-    with client.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+    with client.pubsub() as pubsub:
         pubsub.subscribe(key)
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"
         started = build_meta("task-1", "STARTED", {"pid": 1, "hostname": "w@h"})
@@ -193,7 +193,7 @@ def test_concurrent_writers_never_overwrite_the_first_success(
                 writer.store(task_id, build_meta(task_id, "STARTED", name))
                 writer.store(task_id, success_meta(task_id, f"{name}-{round_}"))
 
-    with client.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+    with client.pubsub() as pubsub:
         pubsub.subscribe(*channels)
         for _ in channels:
             pubsub.get_message(timeout=5)
@@ -310,7 +310,7 @@ def test_group_is_saved_under_celerys_key_as_celerys_json_and_published(
     backend: RedisBackend, client: redis.Redis, prefix: str
 ) -> None:
     key = f"{prefix}_celery-taskset-meta-g-1"
-    with client.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+    with client.pubsub() as pubsub:
         pubsub.subscribe(key)
         assert pubsub.get_message(timeout=5) is not None
 

@@ -418,7 +418,7 @@ class RedisBackend:
         """This thread's subscriber connection, made anew in a forked child."""
         local = self._subscribers
         if getattr(local, "pid", None) != os.getpid() or local.pubsub is None:
-            local.pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            local.pubsub = self._client.pubsub()
             local.pid = os.getpid()
         pubsub: redis.client.PubSub = local.pubsub
         return pubsub

@@ -110,10 +110,6 @@ def _sentinel_client(url: str, settings: dict[str, Any], options: Mapping[str, A
             settings.setdefault("db", int(database))
     if options.get("max_connections") is not None:
         settings["max_connections"] = int(options["max_connections"])
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        sentinels, sentinel_kwargs=options.get("sentinel_kwargs"), **settings
-    )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        str(master_name), ssl=bool(options.get("ssl"))
-    )
+    sentinel = Sentinel(sentinels, sentinel_kwargs=options.get("sentinel_kwargs"), **settings)
+    client: redis.Redis = sentinel.master_for(str(master_name), ssl=bool(options.get("ssl")))
     return client
