@@ -16,7 +16,7 @@ from celeriac.transports.base import (
     Transport,
     TransportError,
 )
-from tests.faults import SwitchableTransport
+from tests.faults.switchable import SwitchableTransport
 
 
 def fetch_one(transport: Transport, queue: str) -> Envelope:

@@ -24,7 +24,7 @@ from celeriac.transports.base import (
     Transport,
     TransportError,
 )
-from tests.faults import SwitchableTransport
+from tests.faults.switchable import SwitchableTransport
 
 
 @dataclass

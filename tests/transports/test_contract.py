@@ -253,6 +253,23 @@ def test_reject_with_requeue_delivers_again_with_a_higher_count(transport: Trans
     assert second.delivery_count == 2
 
 
+def test_reject_with_a_delay_holds_the_message_in_the_broker_and_counts_it(
+    transport: Transport,
+) -> None:
+    transport.publish("tasks", envelope("later again"))
+    [first] = transport.fetch(["tasks"], 1, 1.0)
+    rejected_at = time.time()
+
+    transport.reject([first.tag], requeue=True, delay=1.0)
+    early = transport.fetch(["tasks"], 1, 0.3)
+    [second] = transport.fetch(["tasks"], 1, 5.0)
+
+    assert early == []
+    assert bodies([second]) == ["later again"]
+    assert second.delivery_count == 2
+    assert time.time() >= rejected_at + 0.99
+
+
 def test_reject_without_requeue_drops_the_message(transport: Transport) -> None:
     transport.publish("tasks", envelope("dropped"))
     [delivery] = transport.fetch(["tasks"], 1, 1.0)

@@ -14,10 +14,12 @@ longer than that: raise it in rabbitmq.conf for longer tasks. Delayed messages n
 count against it, since they wait in the broker's delay levels, not in a consumer.
 
 Delivery counts: exact on quorum queues (``x-delivery-count``); on classic queues 1, or
-2 once RabbitMQ flags the message as redelivered (by ``reject(requeue=True)`` or a lost
-consumer). ``release`` must not count a delivery, and every way to give an AMQP message
-back flags it, so ``release`` publishes a copy (confirmed) that carries the count so far
-in a header and then acks the original: at least once, at the end of the queue.
+2 once RabbitMQ flags the message as redelivered (a lost consumer). Every way to give an
+AMQP message back only flags it, so ``reject(requeue=True)`` and ``release`` publish a copy
+(confirmed) that carries the count so far in a header and then ack the original: at least
+once, at the end of the queue. So the worker's own requeues (a task whose process died)
+are counted exactly on every queue type, and ``task_max_deliveries`` ends a crash loop;
+only a consumer's whole connection dying again and again goes uncounted on classic queues.
 
 Prefetch: ``prefetch_count`` deliveries per consumer (one consumer per queue); by default
 the ``max_messages`` of the first fetch, which for the worker is its prefetch window, as
@@ -36,7 +38,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -189,12 +191,38 @@ class AmqpTransport:
         """Acknowledge deliveries; tags of a lost connection or already settled are skipped."""
         self._settle(tags, "ack")
 
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
-        """Give deliveries back to their place in the queue (``requeue``), or drop them.
+    def reject(self, tags: Sequence[str], *, requeue: bool, delay: float = 0.0) -> None:
+        """Give deliveries back (``requeue``), or drop them.
 
-        RabbitMQ flags a requeued message as redelivered: its next delivery counts 2.
+        A classic queue counts no deliveries, so a requeued message goes back as a
+        confirmed copy that carries its count so far, at the queue's end or, with
+        ``delay``, through the delay levels; the original is then acked.
         """
-        self._settle(tags, "requeue" if requeue else "drop")
+        if not requeue:
+            self._settle(tags, "drop")
+            return
+        session, entries = self._held(tags)
+        if session is None or not entries:
+            return
+        now = time.time()
+        seconds = delay_seconds(now + delay, now)
+        copies = []
+        for entry in entries:
+            received = entry.received
+            message = to_amqp(
+                received.envelope,
+                received.priority,
+                delayed=bool(seconds),
+                earlier_deliveries=received.delivery_count,
+            )
+            if seconds:
+                key = delayed_routing_key(seconds, entry.queue)
+                copies.append((DELAY_ENTRY_EXCHANGE, key, message))
+            else:
+                copies.append(("", entry.queue, message))
+        queues = {entry.queue for entry in entries}
+        declare = self._ensure_delayed if seconds else self._ensure_task_queue
+        self._move(session, entries, copies, queues, declare)
 
     def release(self, tags: Sequence[str]) -> None:
         """Put confirmed copies that keep the delivery count at the queue's end; ack these."""
@@ -213,7 +241,7 @@ class AmqpTransport:
             )
             for entry in entries
         ]
-        self._move(session, entries, copies, set())
+        self._move(session, entries, copies, set(), self._ensure_task_queue)
 
     def dead_letter(self, tags: Sequence[str], reason: str) -> None:
         """Publish the messages to ``<queue>.dead_letter`` with ``reason``, then ack them."""
@@ -237,7 +265,8 @@ class AmqpTransport:
             copies.append(
                 ("", dead_letter_queue(entry.queue), to_amqp(envelope, entry.received.priority))
             )
-        self._move(session, entries, copies, {queue for _, queue, _ in copies})
+        queues = {queue for _, queue, _ in copies}
+        self._move(session, entries, copies, queues, self._ensure_task_queue)
 
     def extend_lease(self, tags: Sequence[str]) -> None:
         """Do nothing: a delivery stays leased while this transport's connection lives."""
@@ -346,12 +375,13 @@ class AmqpTransport:
         entries: list[Held],
         copies: list[tuple[str, str, Any]],
         queues: set[str],
+        declare: Callable[[Session, str], None],
     ) -> None:
-        """Publish ``copies`` and wait for their confirms, then ack the originals."""
+        """Declare ``queues``, publish ``copies`` and wait for their confirms, then ack these."""
 
         def send(live: Session) -> Future[None]:
             for queue in queues:
-                self._ensure_task_queue(live, queue)
+                declare(live, queue)
             return live.publish(copies)
 
         session.wait_confirmed(session.call(send))

@@ -109,8 +109,12 @@ class Transport(Protocol):
         """Remove delivered messages for good."""
         ...
 
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
-        """Give messages back (``requeue``) or drop them."""
+    def reject(self, tags: Sequence[str], *, requeue: bool, delay: float = 0.0) -> None:
+        """Give messages back (``requeue``) or drop them.
+
+        A requeued message keeps its delivery count, so the next delivery counts one
+        more; with ``delay`` it waits that many seconds in the broker before it is ready.
+        """
         ...
 
     def release(self, tags: Sequence[str]) -> None:

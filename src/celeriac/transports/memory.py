@@ -128,12 +128,16 @@ class _Broker:
             return None
         return message
 
-    def give_back(self, message: _Message, *, count_delivery: bool) -> None:
-        """End a message's lease and put it back in its queue."""
+    def give_back(self, message: _Message, *, count_delivery: bool, delay: float = 0.0) -> None:
+        """End a message's lease and put it back in its queue, ready or after ``delay``."""
         if not count_delivery:
             message.delivery_count -= 1
         message.owner = None
-        self._make_ready(message)
+        if delay > 0:
+            message.visible_at = time.time() + delay
+            heapq.heappush(self._delayed[message.queue], (message.visible_at, message.id))
+        else:
+            self._make_ready(message)
 
     def extend(self, message: _Message, seconds: float) -> None:
         """Push a lease's expiry ``seconds`` from now."""
@@ -306,12 +310,12 @@ class MemoryTransport:
                     del self._broker.messages[message.id]
             self._broker.condition.notify_all()
 
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
-        """Give leased messages back (``requeue``) or drop them."""
+    def reject(self, tags: Sequence[str], *, requeue: bool, delay: float = 0.0) -> None:
+        """Give leased messages back (``requeue``), ready or after ``delay``, or drop them."""
         with self._broker.condition:
             for message in list(self._broker.leased(tags)):
                 if requeue:
-                    self._broker.give_back(message, count_delivery=True)
+                    self._broker.give_back(message, count_delivery=True, delay=delay)
                 else:
                     del self._broker.messages[message.id]
             self._broker.condition.notify_all()

@@ -205,13 +205,14 @@ class RedisTransport:
         """Delete delivered messages; tags of older deliveries are ignored."""
         self._settle(tags, "ack")
 
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
+    def reject(self, tags: Sequence[str], *, requeue: bool, delay: float = 0.0) -> None:
         """Give leased messages back with their delivery counted (``requeue``), or drop them.
 
         A message given back joins the end of its priority's stream (a stream cannot
-        take an entry back at its old place).
+        take an entry back at its old place), or with ``delay`` the queue's delayed set.
         """
-        self._settle(tags, "requeue" if requeue else "ack")
+        ready_at = round((time.time() + delay) * 1000) if requeue and delay > 0 else 0
+        self._settle(tags, "requeue" if requeue else "ack", ready_at)
 
     def release(self, tags: Sequence[str]) -> None:
         """Give leased messages back and undo the count of their delivery."""
@@ -419,7 +420,7 @@ class RedisTransport:
             return None
         return Delivery(envelope, tag.queue, str(tag), tag.delivery_count)
 
-    def _settle(self, tags: Sequence[str], mode: str) -> None:
+    def _settle(self, tags: Sequence[str], mode: str, ready_at: int = 0) -> None:
         """Run ``settle.lua`` once per queue of ``tags``, all in one round trip.
 
         Tags of one queue, the usual case, are settled with a plain EVALSHA: a pipeline
@@ -431,15 +432,19 @@ class RedisTransport:
             by_queue[tag.queue] += [tag.priority, tag.entry_id, tag.times]
         if len(by_queue) == 1:
             [(queue, arguments)] = by_queue.items()
+            keys = self._queue_keys(queue)
             with self._errors():
-                self._scripts["settle"](self._queue_keys(queue).streams, [GROUP, mode, *arguments])
+                self._scripts["settle"](
+                    [*keys.streams, keys.delayed], [GROUP, mode, ready_at, *arguments]
+                )
             return
         if not by_queue:
             return
         pipeline = self._client.pipeline(transaction=False)
         for queue, arguments in by_queue.items():
+            keys = self._queue_keys(queue)
             self._scripts["settle"](
-                self._queue_keys(queue).streams, [GROUP, mode, *arguments], client=pipeline
+                [*keys.streams, keys.delayed], [GROUP, mode, ready_at, *arguments], client=pipeline
             )
         with self._errors():
             pipeline.execute()
@@ -481,7 +486,7 @@ class RedisSubscription:
 
     def __init__(self, client: redis.Redis, channel: str, url: str) -> None:
         self._url = url
-        self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub()
         self._closed = False
         with self._errors():
             self._pubsub.subscribe(channel)

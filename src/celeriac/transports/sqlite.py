@@ -92,6 +92,10 @@ REQUEUE = (
     "UPDATE messages SET lease_owner = NULL, lease_expires = NULL"
     " WHERE id = ? AND delivery_count = ? AND lease_owner IS NOT NULL"
 )
+REQUEUE_LATER = (
+    "UPDATE messages SET lease_owner = NULL, lease_expires = NULL, eta = ?"
+    " WHERE id = ? AND delivery_count = ? AND lease_owner IS NOT NULL"
+)
 RELEASE = (
     "UPDATE messages SET lease_owner = NULL, lease_expires = NULL,"
     " delivery_count = delivery_count - 1"
@@ -412,9 +416,18 @@ class SQLiteTransport:
         """Delete delivered messages; tags of older deliveries are ignored."""
         self._database.write(ACK, [_parse_tag(tag) for tag in tags])
 
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
-        """Give leased messages back with their delivery counted (``requeue``), or drop them."""
-        self._database.write(REQUEUE if requeue else DROP, [_parse_tag(tag) for tag in tags])
+    def reject(self, tags: Sequence[str], *, requeue: bool, delay: float = 0.0) -> None:
+        """Give leased messages back with their delivery counted (``requeue``), or drop them.
+
+        A requeued message becomes ready again ``delay`` seconds from now.
+        """
+        if not requeue:
+            self._database.write(DROP, [_parse_tag(tag) for tag in tags])
+        elif delay > 0:
+            ready_at = time.time() + delay
+            self._database.write(REQUEUE_LATER, [(ready_at, *_parse_tag(tag)) for tag in tags])
+        else:
+            self._database.write(REQUEUE, [_parse_tag(tag) for tag in tags])
         if requeue and tags:
             self._wakeup.notify()
 

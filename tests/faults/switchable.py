@@ -51,8 +51,8 @@ class SwitchableTransport:
     def ack(self, tags: Sequence[str]) -> None:
         self.inner.ack(tags)
 
-    def reject(self, tags: Sequence[str], *, requeue: bool) -> None:
-        self.inner.reject(tags, requeue=requeue)
+    def reject(self, tags: Sequence[str], *, requeue: bool, delay: float = 0.0) -> None:
+        self.inner.reject(tags, requeue=requeue, delay=delay)
 
     def release(self, tags: Sequence[str]) -> None:
         self.inner.release(tags)

@@ -1,0 +1,1 @@
+"""The fault battery: real workers through broker restarts, crashes and poison tasks."""
