@@ -133,6 +133,43 @@ def test_failing_flush_is_logged_and_batching_continues(started, caplog):
     assert "broker went away" in caplog.text
 
 
+def test_batch_failing_with_a_retryable_error_is_kept_and_flushed_first_later(caplog):
+    batches = Batches(failing_calls=(1, 2, 3))
+    batcher = Batcher(batches, max_items=2, max_delay=0.0, retry_on=(ConnectionError,))
+    batcher.start()
+
+    with caplog.at_level(logging.INFO, logger="celeriac.worker"):
+        batcher.add(1)
+        batcher.add(2)
+        first = batches.next(timeout=5)
+        batcher.add(3)
+        second = batches.next(timeout=5)
+        batcher.stop()
+
+    assert first == [1, 2]
+    assert second == [3]
+    assert batches.calls == 5
+    assert caplog.text.count("kept to retry") == 1
+    assert "Flushing works again" in caplog.text
+
+
+def test_stop_retries_a_failing_batch_until_its_timeout_then_says_what_is_left(caplog):
+    batches = Batches(failing_calls=tuple(range(1, 1000)))
+    batcher = Batcher(batches, max_items=10, max_delay=60, retry_on=(ConnectionError,))
+    batcher.start()
+    batcher.add(1)
+    batcher.add(2)
+    started = time.monotonic()
+
+    with caplog.at_level(logging.ERROR, logger="celeriac.worker"):
+        batcher.stop(timeout=0.5)
+
+    assert 0.45 <= time.monotonic() - started < 3
+    assert batcher.pending() == [1, 2]
+    assert batches.calls > 2
+    assert "Gave up flushing 2 items" in caplog.text
+
+
 def test_items_from_many_threads_are_each_flushed_once_in_bounded_batches(batches):
     batcher = Batcher(batches, max_items=50, max_delay=0.005)
     batcher.start()

@@ -6,8 +6,10 @@ the dispatcher gives each to the pool when a slot is free; the lease keeper rene
 broker leases of held messages so they never go to another worker while this one is
 alive. When a job finishes, the thread that reports it starts the next waiting message
 in the slot it frees, so a busy worker hands work over without waking the dispatcher.
-Acks are batched. Bad input (malformed, disallowed, unknown, redelivered too often) is rejected
-with a clear reason, dead-lettered, and the worker goes on.
+Acks, requeues, releases and dead letters are settlements, batched and retried until the
+broker takes them (``settlement.py``). Bad input (malformed, disallowed, unknown, redelivered
+too often) is rejected with a clear reason, dead-lettered, its task id (when known) gets a
+FAILURE stored, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from celeriac.worker.batching import Batcher
 from celeriac.worker.outcome import OutcomeHandler
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.request import Request
+from celeriac.worker.settlement import Action, Settlement, apply_settlements
 from celeriac.worker.state import WorkerState
 
 if TYPE_CHECKING:
@@ -90,7 +93,12 @@ class Consumer:
         self.soft_time_limit = soft_time_limit
         self.accept = normalize_accept(app.conf.accept_content)
         self.max_deliveries = app.conf.task_max_deliveries
-        self.acker: Batcher[str] = Batcher(self._ack_batch, max_items=200, max_delay=0.0)
+        self.settler: Batcher[Settlement] = Batcher(
+            lambda batch: apply_settlements(transport, batch),
+            max_items=200,
+            max_delay=0.0,
+            retry_on=(TransportError,),
+        )
         self.outcomes = OutcomeHandler(self)
         self._ready: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._slots = threading.Semaphore(pool.limit)
@@ -103,7 +111,7 @@ class Consumer:
 
     def start(self) -> None:
         """Start fetching, dispatching and lease keeping."""
-        self.acker.start()
+        self.settler.start()
         for target, name in (
             (self._fetch_loop, "celeriac-fetcher"),
             (self._dispatch_loop, "celeriac-dispatcher"),
@@ -128,17 +136,21 @@ class Consumer:
             self.state.reserved.clear()
         if waiting:
             logger.info("Restoring %d unacknowledged message(s)", len(waiting))
-            self._quietly(self.transport.release, [request.tag for request in waiting])
+            for request in waiting:
+                self.settle(request, Action.RELEASE)
 
     def close(self) -> None:
-        """Flush batched acks and stop the lease keeper (after the pool stopped)."""
-        self.acker.stop()
+        """Give back what the pool left unacknowledged, then flush every settlement.
+
+        Called after the pool stopped; the lease keeper stops with the fetcher.
+        """
         with self.state.lock:
             unacked = [
-                request.tag for request in self.state.active.values() if not request.acknowledged
+                request for request in self.state.active.values() if not request.acknowledged
             ]
-        if unacked:
-            self._quietly(self.transport.release, unacked)
+        for request in unacked:
+            self.settle(request, Action.RELEASE)
+        self.settler.stop()
 
     # ---- fetching ------------------------------------------------------------------
 
@@ -158,7 +170,7 @@ class Consumer:
                 continue
             for delivery in deliveries:
                 if self._stopping.is_set():
-                    self._quietly(self.transport.release, [delivery.tag])
+                    self.settler.add(Settlement(Action.RELEASE, delivery.tag))
                     continue
                 self._receive(delivery)
 
@@ -173,16 +185,21 @@ class Consumer:
         self.app.clock.forward()
         try:
             message = parse_task_message(delivery.envelope, accept=self.accept)
-            if message.content_type not in self.accept:
-                raise ContentDisallowed(
-                    f"Refusing to deserialize untrusted content of type {message.content_type}"
-                )
         except (DecodeError, InvalidTaskError) as exc:
             self.reject_malformed(delivery, exc)
             return
         request = Request(delivery, message, self.hostname)
+        if message.content_type not in self.accept:
+            refused = ContentDisallowed(
+                f"Refusing to deserialize untrusted content of type {message.content_type}"
+            )
+            self.reject_malformed(delivery, refused, request=request)
+            return
         if self.max_deliveries and delivery.delivery_count > self.max_deliveries:
-            reason = f"delivered {delivery.delivery_count} times (task_max_deliveries)"
+            reason = (
+                f"delivered {delivery.delivery_count} times, more than "
+                f"task_max_deliveries={self.max_deliveries}"
+            )
             self.reject_malformed(delivery, InvalidTaskError(reason), request=request)
             return
         if request.name not in self.app.tasks:
@@ -216,18 +233,26 @@ class Consumer:
     def reject_malformed(
         self, delivery: Delivery, exc: Exception, request: Request | None = None
     ) -> None:
-        """Dead-letter a message that cannot run, with the reason; send ``task_rejected``."""
+        """Dead-letter a message that cannot run, with the reason; send ``task_rejected``.
+
+        With a ``request`` (the headers could be read) its task gets FAILURE stored with
+        the reason, so a caller waiting on the result hears of it at once.
+        """
         reason = f"{type(exc).__name__}: {exc}"
         logger.error("Rejecting message %s from %r: %s", delivery.tag, delivery.queue, reason)
-        self._quietly(self.transport.dead_letter, [delivery.tag], reason)
+        self.settler.add(Settlement(Action.DEAD_LETTER, delivery.tag, reason=reason))
         signals.task_rejected.send(sender=self, message=delivery.envelope, exc=exc)
         if request is not None:
+            request.acknowledged = True
+            self.store_outcome(request, states.FAILURE, exc)
             self._send_task_event("task-rejected", request, requeue=False)
 
-    def dead_letter(self, request: Request, reason: str) -> None:
-        """Move a request's unacknowledged message to the dead-letter queue with ``reason``."""
-        self._quietly(self.transport.dead_letter, [request.tag], reason)
+    def settle(
+        self, request: Request, action: Action, *, reason: str = "", delay: float = 0.0
+    ) -> None:
+        """Settle a request's message (batched, retried until the broker takes it)."""
         request.acknowledged = True
+        self.settler.add(Settlement(action, request.tag, reason=reason, delay=delay))
 
     def dead_letter_envelope(self, request: Request, reason: str) -> None:
         """Put an already-acknowledged message on the dead-letter queue with ``reason``."""
@@ -250,7 +275,7 @@ class Consumer:
             exc=exc,
         )
         self.store_outcome(request, states.FAILURE, exc)
-        self._quietly(self.transport.dead_letter, [request.tag], f"NotRegistered: {request.name}")
+        self.settle(request, Action.DEAD_LETTER, reason=f"NotRegistered: {request.name}")
         self._send_task_event("task-failed", request, exception=repr(exc), traceback=None)
 
     def discard_revoked(
@@ -287,7 +312,7 @@ class Consumer:
             )
         except Exception:
             logger.exception("Could not put task %s back until its eta; requeued", request.id)
-            self._quietly(lambda: self.transport.reject([request.tag], requeue=True))
+            self.settle(request, Action.REQUEUE)
             return
         self.ack(request)
 
@@ -359,18 +384,16 @@ class Consumer:
 
     def ack(self, request: Request) -> None:
         """Acknowledge a request's message (batched)."""
-        request.acknowledged = True
-        self.acker.add(request.tag)
-
-    def _ack_batch(self, tags: list[str]) -> None:
-        self.transport.ack(tags)
+        self.settle(request, Action.ACK)
 
     def _lease_loop(self) -> None:
+        """Renew the leases of held messages, and of those whose settlement waits to land."""
         interval = min(float(getattr(self.transport, "lease_seconds", 30.0)) / 3, 10.0)
         while not self._stopping.wait(interval):
             with self.state.lock:
                 held = [request.tag for request in self.state.reserved.values()]
                 held += [r.tag for r in self.state.active.values() if not r.acknowledged]
+            held += [settlement.tag for settlement in self.settler.pending()]
             if held:
                 self._quietly(self.transport.extend_lease, held)
 

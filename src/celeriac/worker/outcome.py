@@ -11,9 +11,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from celeriac import states
-from celeriac.exceptions import TaskRevokedError
+from celeriac.exceptions import TaskRevokedError, WorkerLostError
 from celeriac.worker.pools.base import JobOutcome
 from celeriac.worker.request import Request
+from celeriac.worker.settlement import Action, redelivery_delay
 
 if TYPE_CHECKING:
     from celeriac.worker.consumer import Consumer
@@ -49,8 +50,7 @@ class OutcomeHandler:
         failed = outcome.state == states.FAILURE
         if not request.acknowledged:
             if failed and task is not None and not task.option("acks_on_failure_or_timeout"):
-                consumer.transport.dead_letter([request.tag], "task failed")
-                request.acknowledged = True
+                consumer.settle(request, Action.DEAD_LETTER, reason="task failed")
             else:
                 consumer.ack(request)
         info = outcome.info
@@ -81,18 +81,22 @@ class OutcomeHandler:
             if request.acknowledged:
                 consumer.dead_letter_envelope(request, reason)
             else:
-                consumer.dead_letter(request, reason)
+                consumer.settle(request, Action.DEAD_LETTER, reason=reason)
             consumer._send_task_event("task-rejected", request, requeue=False)
             return
         if not request.acknowledged:
-            consumer.transport.reject([request.tag], requeue=outcome.requeue)
-            request.acknowledged = True
+            consumer.settle(request, Action.REQUEUE if outcome.requeue else Action.DROP)
         consumer._send_task_event("task-rejected", request, requeue=outcome.requeue)
 
     def _lost(self, request: Request, outcome: JobOutcome) -> None:
-        """The process running the job died or was killed: record it for the job."""
+        """The process running the job died or was killed: record it for the job.
+
+        With ``reject_on_worker_lost`` the message goes back to the broker after a short
+        growing delay, until ``task_max_deliveries`` deliveries all lost their process;
+        then it is dead-lettered and FAILURE stored, so a poison task cannot loop for ever.
+        """
         consumer = self.consumer
-        exc = outcome.exception or RuntimeError("the job's process was lost")
+        exc = outcome.exception or WorkerLostError("the job's process was lost")
         if isinstance(exc, TaskRevokedError):
             signum = outcome.info.get("signum")
             consumer.discard_revoked(request, expired=False, terminated=True, signum=signum)
@@ -100,9 +104,13 @@ class OutcomeHandler:
         task = consumer.app.tasks.get(request.name)
         logger.error("Task %s[%s] lost: %r", request.name, request.id, exc)
         if not request.acknowledged and task is not None and task.option("reject_on_worker_lost"):
-            consumer.transport.reject([request.tag], requeue=True)
-            request.acknowledged = True
-            return
+            count, limit = request.delivery.delivery_count, consumer.max_deliveries
+            if not limit or count < limit:
+                consumer.settle(request, Action.REQUEUE, delay=redelivery_delay(count))
+                return
+            reason = f"{exc}; lost its process in {count} deliveries (task_max_deliveries={limit})"
+            exc = WorkerLostError(reason)
+            consumer.settle(request, Action.DEAD_LETTER, reason=f"WorkerLostError: {reason}")
         consumer.store_outcome(request, states.FAILURE, exc)
         if not request.acknowledged:
             consumer.ack(request)
