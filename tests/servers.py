@@ -104,7 +104,7 @@ class PrivateRedis:
     Tests that take the broker away use one, never the shared server on 6379.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, appendonly: bool = False) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             reason = "redis-server is not installed (apt-get install redis-server)"
@@ -113,6 +113,7 @@ class PrivateRedis:
             pytest.skip(reason)
         self.executable = executable
         self.folder = folder
+        self.appendonly = appendonly
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -120,7 +121,8 @@ class PrivateRedis:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        command += ["--save", "", "--dir", str(self.folder)]
+        command += ["--appendonly", "yes" if self.appendonly else "no"]
         log = (self.folder / f"redis-{self.port}.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -129,6 +131,13 @@ class PrivateRedis:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"private redis-server on port {self.port} did not start")
             time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Shut the server down as an operator would (SIGTERM: the append-only file is synced)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
 
     def kill(self) -> None:
         """End the server at once, by PID, as a crash would."""
@@ -139,9 +148,11 @@ class PrivateRedis:
 
 
 @contextmanager
-def private_redis(folder: Path, *, started: bool = True) -> Iterator[PrivateRedis]:
+def private_redis(
+    folder: Path, *, started: bool = True, appendonly: bool = False
+) -> Iterator[PrivateRedis]:
     """A :class:`PrivateRedis`, killed on the way out whatever happened."""
-    server = PrivateRedis(folder)
+    server = PrivateRedis(folder, appendonly=appendonly)
     try:
         if started:
             server.start()

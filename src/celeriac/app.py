@@ -27,6 +27,7 @@ from celeriac.events.receiver import EventReceiver
 from celeriac.messaging import Producer
 from celeriac.registry import TaskRegistry
 from celeriac.result import AsyncResult
+from celeriac.retries import retry_while_unavailable
 from celeriac.task import Task, make_task
 from celeriac.transports.base import Transport
 
@@ -416,8 +417,24 @@ class Celeriac:
             yield borrowed
 
     def store_meta(self, meta: Meta) -> None:
-        """Store a result-meta dict in the result backend."""
-        self.backend.store(str(meta["task_id"]), meta)
+        """Store a result-meta dict in the result backend.
+
+        With ``result_backend_always_retry`` (on by default) an unreachable store is
+        retried until it is back, so an outcome is not lost to a blip of the store.
+        """
+        backend = self.backend
+        task_id = str(meta["task_id"])
+        conf = self.conf
+        if not conf.result_backend_always_retry:
+            backend.store(task_id, meta)
+            return
+        retry_while_unavailable(
+            lambda: backend.store(task_id, meta),
+            max_retries=conf.result_backend_max_retries,
+            base_sleep_ms=conf.result_backend_base_sleep_between_retries_ms,
+            max_sleep_ms=conf.result_backend_max_sleep_between_retries_ms,
+        )
+
 
     @property
     def origin(self) -> str:

@@ -53,6 +53,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("result_backend_transport_options", {}, dict, "Options handed to the backend."),
     Setting("result_persistent", None, (bool, type(None)), "Persistent result messages."),
     Setting("result_compression", None, OPTIONAL_STR, "Compression for stored results."),
+    Setting(
+        "result_backend_always_retry",
+        True,
+        bool,
+        "Retry storing a result while the store is unreachable (Celery's default is False).",
+    ),
+    Setting("result_backend_max_retries", float("inf"), NUMBER, "Store retries at most."),
+    Setting("result_backend_base_sleep_between_retries_ms", 10, NUMBER, "First pause of a retry."),
+    Setting("result_backend_max_sleep_between_retries_ms", 10000, NUMBER, "Longest retry pause."),
     # tasks
     Setting("task_serializer", "json", str, "Serializer for task messages."),
     Setting("accept_content", ["json"], SEQUENCE, "Content types a worker accepts."),

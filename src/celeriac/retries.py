@@ -1,13 +1,21 @@
-"""Retry policy: exponential backoff with jitter, and the ``autoretry_for`` wrapper."""
+"""Retry policy: exponential backoff with jitter, the ``autoretry_for`` wrapper, and
+retrying the result store while it is unreachable."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import random
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.backends.base import BackendUnavailable
 from celeriac.exceptions import Ignore, Retry
+
+logger = logging.getLogger("celeriac.backends")
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from celeriac.task import Task
@@ -30,6 +38,34 @@ def exponential_backoff(
     if full_jitter:
         countdown = randrange(int(countdown) + 1)
     return max(0.0, float(countdown))
+
+
+def retry_while_unavailable(
+    call: Callable[[], T],
+    *,
+    max_retries: float,
+    base_sleep_ms: float,
+    max_sleep_ms: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``call`` until the result store takes it, as ``result_backend_always_retry`` asks.
+
+    Only ``BackendUnavailable`` is retried, after a pause drawn from a doubling range
+    (full jitter, in milliseconds as Celery's settings give it); other errors, and the
+    last one past ``max_retries``, propagate.
+    """
+    retries = 0
+    while True:
+        try:
+            return call()
+        except BackendUnavailable as exc:
+            if retries >= max_retries:
+                raise
+            if retries == 0:
+                logger.warning("Result store unreachable, retrying until it is back: %s", exc)
+            pause = exponential_backoff(base_sleep_ms, retries, max_sleep_ms, full_jitter=True)
+            sleep(pause / 1000)
+            retries += 1
 
 
 def wrap_autoretry(task: Task[Any, Any]) -> None:

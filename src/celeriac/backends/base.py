@@ -109,6 +109,10 @@ class BackendError(OperationalError):
     """The result store could not be reached or refused an operation."""
 
 
+class BackendUnavailable(BackendError):
+    """The result store could not be reached: the same call may work once it is back."""
+
+
 @runtime_checkable
 class ResultBackend(Protocol):
     """A place where workers store task outcomes and clients read them."""

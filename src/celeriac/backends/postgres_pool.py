@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from celeriac.backends.base import BackendError
+from celeriac.backends.base import BackendError, BackendUnavailable
 from celeriac.backends.chord_table import Execute
 from celeriac.transports import redact_url
 
@@ -169,6 +169,9 @@ class ConnectionPool:
     def _errors_as_backend_error(self) -> Iterator[None]:
         try:
             yield
+        except psycopg.OperationalError as exc:
+            message = f"PostgreSQL result store {redact_url(self.url)}: {exc}"
+            raise BackendUnavailable(message) from exc
         except psycopg.Error as exc:
             raise BackendError(f"PostgreSQL result store {redact_url(self.url)}: {exc}") from exc
 

@@ -56,6 +56,7 @@ from celeriac.backends.base import (
     CHORD_DONE_EXPIRES,
     LONGEST_WAIT,
     BackendError,
+    BackendUnavailable,
     ChordPart,
     ChordProgress,
     Meta,
@@ -495,6 +496,8 @@ class RedisBackend:
     def _errors_as_backend_error(self) -> Iterator[None]:
         try:
             yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis result store {redact_url(self.url)}: {exc}") from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis result store {redact_url(self.url)}: {exc}") from exc
 
