@@ -1,4 +1,4 @@
-# Every target creates .venv on first use; CI runs `make lint typecheck test`.
+# Every target creates .venv on first use; CI runs `make lint typecheck test test-faults`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_VENV := bench/.venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint format typecheck bench clean
+.PHONY: demo test test-faults lint format typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not faults" $(PYTEST_ARGS)
+
+# The fault battery: real workers through broker restarts, crashes and poison tasks.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m faults tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
