@@ -24,6 +24,7 @@ from celeriac.entity import bound_queues
 from celeriac.events.clock import LamportClock
 from celeriac.events.dispatcher import EventDispatcher
 from celeriac.events.receiver import EventReceiver
+from celeriac.events.state import State
 from celeriac.messaging import Producer
 from celeriac.registry import TaskRegistry
 from celeriac.result import AsyncResult
@@ -51,7 +52,10 @@ def _from_environment(names: Sequence[str]) -> str | None:
 
 
 class Events:
-    """``app.events``: factories for dispatchers and receivers bound to the app."""
+    """``app.events``: factories for dispatchers and receivers bound to the app, and
+    ``State``, the cluster state that monitors build from the events they receive."""
+
+    State = State
 
     def __init__(self, app: Celeriac) -> None:
         self.app = app
@@ -434,7 +438,6 @@ class Celeriac:
             base_sleep_ms=conf.result_backend_base_sleep_between_retries_ms,
             max_sleep_ms=conf.result_backend_max_sleep_between_retries_ms,
         )
-
 
     @property
     def origin(self) -> str:

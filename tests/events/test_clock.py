@@ -1,8 +1,10 @@
-"""LamportClock: forward on send, adjust on receive, safe across threads."""
+"""LamportClock: forward on send, adjust on receive, safe across threads and forks."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 from celeriac.events.clock import LamportClock
 
@@ -38,6 +40,37 @@ def test_forward_from_many_threads_loses_no_tick() -> None:
         thread.join(timeout=10)
 
     assert clock.value == 8000
+
+
+def test_forked_child_can_tick_though_the_lock_was_held_at_the_fork() -> None:
+    clock = LamportClock(initial_value=3)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_the_lock() -> None:
+        with clock._process_lock():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    held.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if clock.forward() == 4 else 1)
+    release.set()
+    holder.join(timeout=5)
+
+    deadline = time.monotonic() + 5
+    finished, status = os.waitpid(pid, os.WNOHANG)
+    while not finished and time.monotonic() < deadline:
+        time.sleep(0.02)
+        finished, status = os.waitpid(pid, os.WNOHANG)
+    if not finished:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert finished == pid, "the child hung on the lock it inherited"
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_repr_shows_value() -> None:

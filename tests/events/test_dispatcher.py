@@ -209,18 +209,32 @@ def test_buffered_group_is_sent_as_one_list_at_buffer_limit(
 
     dispatcher.send("task-received", uuid="a")
     dispatcher.send("task-started", uuid="a")
-    dispatcher.send("worker-heartbeat")
     dispatcher.send("task-succeeded", uuid="a", result="4", runtime=0.1)
 
-    heartbeat, batch = collect(events, 2)
-    assert routing_key_of(heartbeat) == "worker.heartbeat"
+    [batch] = collect(events, 1)
     assert routing_key_of(batch) == "task.multi"
     assert batch.headers == {"hostname": dispatcher.hostname}
     body = json.loads(batch.body)
     assert [event["type"] for event in body] == ["task-received", "task-started", "task-succeeded"]
-    assert [event["clock"] for event in body] == [1, 2, 4]
+    assert [event["clock"] for event in body] == [1, 2, 3]
     assert len(buffered_calls) == 2
     assert events.get(0.1) == []
+
+
+def test_unbatched_event_sends_the_waiting_batch_first_so_clocks_arrive_in_order(
+    transport: Transport, events: Subscription
+) -> None:
+    dispatcher = EventDispatcher(transport, buffer_group=["task"])
+
+    dispatcher.send("task-received", uuid="a")
+    dispatcher.send("task-started", uuid="a")
+    dispatcher.send("worker-heartbeat")
+
+    batch, heartbeat = collect(events, 2)
+    assert routing_key_of(batch) == "task.multi"
+    assert [event["clock"] for event in json.loads(batch.body)] == [1, 2]
+    assert routing_key_of(heartbeat) == "worker.heartbeat"
+    assert json.loads(heartbeat.body)["clock"] == 3
 
 
 def test_flush_sends_partial_batch(transport: Transport, events: Subscription) -> None:
@@ -288,6 +302,99 @@ def test_without_buffer_while_offline_send_errors_propagate(transport: Transport
         dispatcher.send("worker-online")
 
 
+def test_without_buffer_while_offline_events_after_a_failed_one_are_kept(
+    transport: Transport, events: Subscription
+) -> None:
+    switchable = SwitchableTransport(transport)
+    dispatcher = EventDispatcher(switchable, buffer_group=["task"], buffer_while_offline=False)
+    dispatcher.send("task-received", uuid="a")
+    switchable.is_down = True
+
+    with pytest.raises(TransportError):
+        dispatcher.send("worker-heartbeat")
+    switchable.is_down = False
+    dispatcher.flush()
+
+    [heartbeat] = collect(events, 1)
+    assert json.loads(heartbeat.body)["type"] == "worker-heartbeat"
+
+
+def test_flush_stops_at_the_first_failure_and_keeps_the_order(
+    transport: Transport, events: Subscription
+) -> None:
+    switchable = SwitchableTransport(transport)
+    dispatcher = EventDispatcher(switchable, buffer_group=["task"])
+    switchable.is_down = True
+    dispatcher.send("worker-online")
+    dispatcher.send("task-received", uuid="a")
+    dispatcher.send("worker-heartbeat")
+    dispatcher.send("task-started", uuid="a")
+    attempts_before = switchable.attempts
+
+    dispatcher.flush()
+    attempts_while_down = switchable.attempts - attempts_before
+    switchable.is_down = False
+    dispatcher.flush()
+
+    assert attempts_while_down == 1
+    bodies = [json.loads(envelope.body) for envelope in collect(events, 4)]
+    flat = [event for body in bodies for event in (body if isinstance(body, list) else [body])]
+    assert [event["clock"] for event in flat] == [1, 2, 3, 4]
+
+
+class RefusingProducer:
+    """A producer whose publish raises the built-in ConnectionError, as a socket would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def publish(self, body: object, **options: object) -> None:
+        self.calls += 1
+        raise ConnectionError("connection refused")
+
+
+def test_publish_through_a_producer_that_raises_connection_error_is_buffered_then_flushed(
+    transport: Transport, events: Subscription
+) -> None:
+    dispatcher = EventDispatcher(transport, hostname="w1@vm")
+    refusing = RefusingProducer()
+
+    dispatcher.publish("worker-online", {"freq": 2.0}, refusing)
+    nothing_yet = events.get(0.1)
+    dispatcher.flush()
+
+    assert refusing.calls == 1
+    assert nothing_yet == []
+    [envelope] = collect(events, 1)
+    event = json.loads(envelope.body)
+    assert (event["type"], event["hostname"], event["freq"]) == ("worker-online", "w1@vm", 2.0)
+    assert len(dispatcher._outbound_buffer) == 0
+
+
+def test_send_through_a_producer_that_raises_connection_error_is_buffered(
+    transport: Transport, events: Subscription
+) -> None:
+    dispatcher = EventDispatcher(transport)
+    working = dispatcher.publisher
+    dispatcher.publisher = RefusingProducer()
+
+    dispatcher.send("worker-online")
+    dispatcher.send("worker-heartbeat")
+    dispatcher.publisher = working
+    dispatcher.flush()
+
+    types = [json.loads(envelope.body)["type"] for envelope in collect(events, 2)]
+    assert types == ["worker-online", "worker-heartbeat"]
+
+
+def test_publish_error_propagates_without_buffer_while_offline(transport: Transport) -> None:
+    dispatcher = EventDispatcher(transport, buffer_while_offline=False)
+
+    with pytest.raises(ConnectionError):
+        dispatcher.publish("worker-online", {}, RefusingProducer())
+    assert len(dispatcher._outbound_buffer) == 0
+
+
 def test_extend_buffer_takes_over_events_of_another_dispatcher(
     transport: Transport, events: Subscription
 ) -> None:
@@ -304,6 +411,22 @@ def test_extend_buffer_takes_over_events_of_another_dispatcher(
 
     types = [json.loads(envelope.body)["type"] for envelope in collect(events, 2)]
     assert types == ["worker-online", "worker-heartbeat"]
+
+
+def test_extend_buffer_takes_the_other_dispatchers_batches_too(
+    transport: Transport, events: Subscription
+) -> None:
+    old = EventDispatcher(transport, buffer_group=["task"])
+    old.send("task-received", uuid="a")
+    old.send("task-started", uuid="a")
+    replacement = EventDispatcher(transport)
+
+    replacement.extend_buffer(old)
+    replacement.flush()
+
+    [batch] = collect(events, 1)
+    assert routing_key_of(batch) == "task.multi"
+    assert [event["type"] for event in json.loads(batch.body)] == ["task-received", "task-started"]
 
 
 def test_close_sends_batched_events_and_stops_sending(
@@ -341,14 +464,17 @@ def test_publish_uses_given_producer_and_retry_policy(
     assert routing_key_of(envelope) == "task.sent"
 
 
-def test_concurrent_senders_lose_no_event(transport: Transport, events: Subscription) -> None:
+def test_concurrent_senders_lose_no_event_and_clocks_arrive_in_order(
+    transport: Transport, events: Subscription
+) -> None:
     dispatcher = EventDispatcher(transport, buffer_group=["task"], buffer_limit=7)
 
-    def send_many() -> None:
+    def send_many(type_: str) -> None:
         for _ in range(50):
-            dispatcher.send("task-started", uuid="a")
+            dispatcher.send(type_, uuid="a")
 
-    threads = [threading.Thread(target=send_many) for _ in range(4)]
+    types = ["task-started", "task-started", "task-started", "worker-heartbeat"]
+    threads = [threading.Thread(target=send_many, args=(type_,)) for type_ in types]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -359,5 +485,6 @@ def test_concurrent_senders_lose_no_event(transport: Transport, events: Subscrip
     deadline = time.monotonic() + 5
     while len(clocks) < 200 and time.monotonic() < deadline:
         for envelope in events.get(0.1):
-            clocks.extend(event["clock"] for event in json.loads(envelope.body))
-    assert sorted(clocks) == list(range(1, 201))
+            body = json.loads(envelope.body)
+            clocks.extend(event["clock"] for event in (body if isinstance(body, list) else [body]))
+    assert clocks == list(range(1, 201))

@@ -6,6 +6,7 @@ control (wire protocol §5.2): sending forwards it, receiving a value adjusts it
 
 from __future__ import annotations
 
+import os
 import threading
 
 
@@ -14,11 +15,15 @@ class LamportClock:
 
     ``forward()`` before sending and send the value it returns; ``adjust(received)`` on
     every value received, which sets the clock to ``max(local, received) + 1``.
+
+    A forked child (a prefork pool's) makes its own lock at first use: the one it
+    inherited may have been held, at the fork, by a thread the child does not have.
     """
 
     def __init__(self, initial_value: int = 0) -> None:
         self._value = initial_value
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     @property
     def value(self) -> int:
@@ -27,15 +32,21 @@ class LamportClock:
 
     def forward(self) -> int:
         """Advance the clock by one for a local event; return the new value."""
-        with self._lock:
+        with self._process_lock():
             self._value += 1
             return self._value
 
     def adjust(self, other: int) -> int:
         """Merge a received value: the clock becomes ``max(local, other) + 1``."""
-        with self._lock:
+        with self._process_lock():
             self._value = max(self._value, other) + 1
             return self._value
+
+    def _process_lock(self) -> threading.Lock:
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+        return self._lock
 
     def __str__(self) -> str:
         return str(self._value)

@@ -6,6 +6,11 @@ handed, with routing key = type with '-' replaced by '.', envelope headers
 ``buffer_group`` are batched into one JSON list under ``<group>.multi`` (``task.multi``).
 Events that cannot be sent while the broker is down wait in an outbound buffer until
 :meth:`EventDispatcher.flush`. The dispatcher does no I/O of its own.
+
+Events leave in the order their clocks were taken: the clock is forwarded and the event
+published or batched under one lock, and an event sent on its own first sends what waits
+(the offline buffer, then the batches). So a monitor receives one dispatcher's events in
+clock order, as long as the transport keeps the order of one connection's messages.
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ from typing import Any, ClassVar, Protocol
 from celeriac.events.clock import LamportClock
 from celeriac.messaging import Producer, transport_of
 from celeriac.protocol.event import EVENT_EXCHANGE, Event, group_from, routing_key_for, utcoffset
-from celeriac.transports.base import Transport, TransportError
+from celeriac.transports.base import Transport
 
 __all__ = ["EventDispatcher", "EventProducer", "EventsApp", "anon_nodename"]
 
 EventBody = dict[str, Any]
 EventFactory = Callable[..., EventBody]
 Callback = Callable[[], object]
+# One message to publish: a single event or a batch, and its routing key.
+Outgoing = tuple[EventBody | list[EventBody], str]
+# One in the offline buffer, with the error that kept it (None: taken over untried).
+Waiting = tuple[EventBody | list[EventBody], str, Exception | None]
 
 
 def anon_nodename(hostname: str | None = None, prefix: str = "gen") -> str:
@@ -82,9 +91,9 @@ class EventDispatcher:
         hostname: who we are in the events; defaults to :func:`anon_nodename`.
         enabled: False makes :meth:`send` a no-op.
         channel: a channel (or transport) to use instead of ``connection``.
-        buffer_while_offline: keep events the transport failed to send (TransportError)
-            for :meth:`flush`, which must be called once the broker is back, instead of
-            raising.
+        buffer_while_offline: keep events that could not be published, whatever the
+            error, for :meth:`flush` (called once the broker is back, and by every later
+            send of an unbatched event) instead of raising.
         app: supplies the shared clock and ``event_serializer``; without one the
             dispatcher keeps its own clock and sends JSON.
         serializer: overrides ``app.conf.event_serializer``.
@@ -94,8 +103,8 @@ class EventDispatcher:
         buffer_group: groups whose events are batched and sent as one list.
         buffer_limit: a batch is sent when it holds this many events.
         on_send_buffered: called after an event is batched without filling the batch, so
-            the owner can schedule a :meth:`flush` (Celery's worker does it on the next
-            event-loop tick).
+            the owner can schedule a :meth:`flush` (the worker's heart flushes shortly
+            after; Celery's worker does it on the next event-loop tick).
 
     Thread-safe: the buffers are guarded by a lock, so worker threads may share it.
     You need to :meth:`close` it after use.
@@ -140,7 +149,7 @@ class EventDispatcher:
         self.on_enabled: set[Callback] = set()
         self.on_disabled: set[Callback] = set()
         self.producer: EventProducer | None = None
-        self._outbound_buffer: deque[tuple[EventBody | list[EventBody], str, Exception]] = deque()
+        self._outbound_buffer: deque[Waiting] = deque()
         self._group_buffer: defaultdict[str, list[EventBody]] = defaultdict(list)
         self._lock = threading.RLock()
         self.enabled = enabled and _driver_type(transport) not in self.DISABLED_TRANSPORTS
@@ -189,19 +198,20 @@ class EventDispatcher:
         group = group_from(type)
         if self.groups and group not in self.groups:
             return
-        if group in self.buffer_group:
-            self._buffer(group, self._make_event(type, fields, blind, utcoffset, Event))
-            return
-        self.publish(
-            type,
-            fields,
-            producer,
-            blind=blind,
-            Event=Event,
-            retry=retry,
-            retry_policy=retry_policy,
-            utcoffset=utcoffset,
-        )
+        with self._lock:
+            event = self._make_event(type, fields, blind, utcoffset, Event)
+            if group not in self.buffer_group:
+                # What waits was made earlier, so it goes first: events leave in clock order.
+                waiting = [*self._take_waiting(), (event, routing_key_for(type))]
+                self._send_in_order(waiting, producer, retry, retry_policy)
+                return
+            batch = self._group_buffer[group]
+            batch.append(event)
+            is_full = len(batch) >= self.buffer_limit
+            if is_full:
+                self._send_in_order(self._take_waiting(), producer, False, None)
+        if not is_full and self.on_send_buffered is not None:
+            self.on_send_buffered()
 
     def publish(
         self,
@@ -220,43 +230,45 @@ class EventDispatcher:
         Sends even when the dispatcher is disabled or the group is filtered out: the
         caller chose to publish. Arguments as for :meth:`send`.
         """
-        event = self._make_event(type, fields, blind, utcoffset, Event)
-        self._publish(event, producer, routing_key_for(type), retry, retry_policy)
+        with self._lock:
+            event = self._make_event(type, fields, blind, utcoffset, Event)
+            self._send_in_order([(event, routing_key_for(type))], producer, retry, retry_policy)
 
     def flush(self, errors: bool = True, groups: bool = True) -> None:
-        """Send what waits: the offline buffer (``errors``) and the batches (``groups``).
+        """Send what waits: the offline buffer (``errors``), then the batches (``groups``).
 
-        Events that fail again go back to the offline buffer, in their order.
-        Nothing happens while the dispatcher is closed or disabled.
+        At the first event that fails again, it and those after it go back to the offline
+        buffer in their order, untried: the broker is still away. Nothing happens while
+        the dispatcher is closed or disabled.
         """
         producer = self.producer
         if producer is None:
             return
         with self._lock:
-            if errors:
-                waiting = list(self._outbound_buffer)
-                self._outbound_buffer.clear()
-                for event, routing_key, _ in waiting:
-                    self._publish(event, producer, routing_key, False, None)
-            if groups:
-                for group, events in self._group_buffer.items():
-                    if events:
-                        batch = list(events)
-                        events.clear()
-                        self._publish(batch, producer, f"{group}.multi", False, None)
+            self._send_in_order(self._take_waiting(errors, groups), producer, False, None)
 
     def extend_buffer(self, other: EventDispatcher) -> None:
-        """Copy the outbound (offline) buffer of another dispatcher, e.g. a closed one."""
+        """Copy the events another dispatcher holds: its offline buffer, then its batches.
+
+        A replacement for a dispatcher whose connection broke sends them at its next
+        :meth:`flush`; the other one keeps its copy, so it should not flush as well.
+        """
+        with other._lock:
+            taken = list(other._outbound_buffer)
+            taken += [
+                (list(events), f"{group}.multi", None)
+                for group, events in other._group_buffer.items()
+                if events
+            ]
         with self._lock:
-            self._outbound_buffer.extend(other._outbound_buffer)
+            self._outbound_buffer.extend(taken)
 
     def close(self) -> None:
-        """Send the batched events, then release the producer; later sends are no-ops.
+        """Send what waits, then release the producer; later sends are no-ops.
 
-        The batches are flushed first so that no buffered event is lost; what the
-        transport refuses stays in the offline buffer for :meth:`extend_buffer`.
+        What the transport refuses stays in the offline buffer for :meth:`extend_buffer`.
         """
-        self.flush(errors=False, groups=True)
+        self.flush()
         self.producer = None
         self.enabled = False
 
@@ -298,40 +310,57 @@ class EventDispatcher:
             **fields,
         )
 
-    def _buffer(self, group: str, event: EventBody) -> None:
-        with self._lock:
-            batch = self._group_buffer[group]
-            batch.append(event)
-            is_full = len(batch) >= self.buffer_limit
-        if is_full:
-            self.flush()
-        elif self.on_send_buffered is not None:
-            self.on_send_buffered()
+    def _take_waiting(self, errors: bool = True, groups: bool = True) -> list[Outgoing]:
+        """Empty the offline buffer and the batches into one list, oldest first.
 
-    def _publish(
+        Called with the lock held.
+        """
+        waiting: list[Outgoing] = []
+        if errors:
+            waiting += [(event, routing_key) for event, routing_key, _ in self._outbound_buffer]
+            self._outbound_buffer.clear()
+        if groups:
+            for group, events in self._group_buffer.items():
+                if events:
+                    waiting.append((list(events), f"{group}.multi"))
+                    events.clear()
+        return waiting
+
+    def _send_in_order(
         self,
-        event: EventBody | list[EventBody],
+        outgoing: list[Outgoing],
         producer: EventProducer,
-        routing_key: str,
         retry: bool,
         retry_policy: Mapping[str, Any] | None,
     ) -> None:
-        try:
-            producer.publish(
-                event,
-                routing_key=routing_key,
-                exchange=EVENT_EXCHANGE,
-                retry=retry,
-                retry_policy=retry_policy,
-                serializer=self.serializer,
-                headers=self.headers,
-                delivery_mode=self.delivery_mode,
-            )
-        except TransportError as exc:
-            if not self.buffer_while_offline:
-                raise
-            with self._lock:
-                self._outbound_buffer.append((event, routing_key, exc))
+        """Publish ``outgoing`` in order; keep what fails, and all after it, for later.
+
+        Called with the lock held. Any error counts, not only TransportError: a producer
+        passed to :meth:`publish` may raise what it likes (Celery's dispatcher does the
+        same). Without ``buffer_while_offline`` the error is raised, and only the events
+        after the failed one are kept.
+
+        Raises:
+            Exception: what the producer raised, if ``buffer_while_offline`` is off.
+        """
+        for index, (body, routing_key) in enumerate(outgoing):
+            try:
+                producer.publish(
+                    body,
+                    routing_key=routing_key,
+                    exchange=EVENT_EXCHANGE,
+                    retry=retry,
+                    retry_policy=retry_policy,
+                    serializer=self.serializer,
+                    headers=self.headers,
+                    delivery_mode=self.delivery_mode,
+                )
+            except Exception as exc:
+                kept = outgoing[index:] if self.buffer_while_offline else outgoing[index + 1 :]
+                self._outbound_buffer.extend((event, key, exc) for event, key in kept)
+                if not self.buffer_while_offline:
+                    raise
+                return
 
 
 def _driver_type(transport: Transport) -> str:

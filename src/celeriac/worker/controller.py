@@ -144,7 +144,7 @@ class WorkController:
             app=app,
             groups=groups,
             buffer_group=["task"],
-            buffer_while_offline=False,
+            on_send_buffered=self._task_event_buffered,
         )
         self.pool = create_pool(
             self.pool_name,
@@ -209,6 +209,12 @@ class WorkController:
 
     def _before_create_process(self) -> None:
         signals.worker_before_create_process.send(sender=self.pool)
+
+    def _task_event_buffered(self) -> None:
+        """Have the heart send the batched task events shortly (it starts after the
+        consumer; until then its ``worker-online`` sends them)."""
+        if self.heart is not None:
+            self.heart.flush_soon()
 
     def _counters(self) -> tuple[int, int]:
         return len(self.state.active), self.state.processed
