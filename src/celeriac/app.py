@@ -20,6 +20,7 @@ from celeriac.amqp import AMQP
 from celeriac.backends.base import Meta, ResultBackend
 from celeriac.config import Settings, settings_module_from_envvar, settings_source
 from celeriac.connection import Connection, ConnectionPool, ProducerPool
+from celeriac.control import Control
 from celeriac.entity import bound_queues
 from celeriac.events.clock import LamportClock
 from celeriac.events.dispatcher import EventDispatcher
@@ -121,6 +122,7 @@ class Celeriac:
         self.clock = LamportClock()
         self.oid = str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode()}:{os.getpid()}:{id(self)}"))
         self.events = Events(self)
+        self.control = Control(self)
         self.amqp = AMQP(self)
         self.user_options: dict[str, set[Any]] = {"preload": set(), "worker": set()}
         self._autodiscover: list[tuple[Any, str]] = []

@@ -21,6 +21,7 @@ from celeriac.signals import (
     task_postrun,
     task_success,
 )
+from celeriac.worker.control import control_command, inspect_command
 
 app = Celeriac(
     "sigproj",
@@ -162,3 +163,16 @@ def unserializable() -> object:
 @app.task(bind=True)
 def whoami(self: Any) -> dict[str, Any]:
     return {"id": self.request.id, "pid": os.getpid(), "hostname": self.request.hostname}
+
+
+# ---- remote-control commands of the app's own, in Celery's decorator forms ----------
+
+
+@control_command()
+def sigproj_pid(state: Any, **kwargs: Any) -> dict[str, int]:
+    return {"pid": os.getpid()}
+
+
+@inspect_command()
+def sigproj_queue_count(state: Any, **kwargs: Any) -> dict[str, int]:
+    return {"queues": len(state.consumer.queues)}

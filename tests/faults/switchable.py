@@ -73,8 +73,11 @@ class SwitchableTransport:
         self._check()
         self.inner.broadcast(channel, envelope)
 
-    def subscribe(self, channel: str) -> Subscription:
-        return self.inner.subscribe(channel)
+    def stop_consuming(self, queues: Sequence[str]) -> None:
+        self.inner.stop_consuming(queues)
+
+    def subscribe(self, channel: str, routing_key: str | None = None) -> Subscription:
+        return self.inner.subscribe(channel, routing_key)
 
     def close(self) -> None:
         self.inner.close()

@@ -477,6 +477,29 @@ def test_broadcast_reaches_subscribers_from_before_not_after(connect_broker: Con
             subscription.close()
 
 
+def test_subscription_with_a_routing_key_gets_only_what_was_sent_with_it(
+    connect_broker: Connect,
+) -> None:
+    sender = connect_broker()
+    receiver = connect_broker()
+    channel = "reply.contract.pidbox"
+    mine = receiver.subscribe(channel, routing_key="client-a")
+    theirs = receiver.subscribe(channel, routing_key="client-b")
+
+    for key in ("client-b", "client-a"):
+        reply = envelope(f"for {key}")
+        reply.properties["delivery_info"] = {"exchange": channel, "routing_key": key}
+        sender.broadcast(channel, reply)
+
+    try:
+        assert bodies_of(mine.get(2.0)) == ["for client-a"]
+        assert bodies_of(theirs.get(2.0)) == ["for client-b"]
+        assert mine.get(0.2) == []
+    finally:
+        mine.close()
+        theirs.close()
+
+
 def test_subscription_get_wakes_when_broadcast_arrives(connect_broker: Connect) -> None:
     sender = connect_broker()
     subscription = connect_broker(polling_interval=5.0).subscribe("control")

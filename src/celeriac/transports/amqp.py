@@ -271,6 +271,17 @@ class AmqpTransport:
     def extend_lease(self, tags: Sequence[str]) -> None:
         """Do nothing: a delivery stays leased while this transport's connection lives."""
 
+    def stop_consuming(self, queues: Sequence[str]) -> None:
+        """Cancel the consumers of ``queues`` and give back what they pushed ahead of a fetch."""
+        session = self._session
+        if session is None or not session.is_alive or session.pid != os.getpid():
+            return
+        wanted = set(queues)
+        session.call(lambda live: live.cancel_consumers(wanted))
+        with session.changed:
+            early = [held for held in session.ready if held.queue in wanted]
+        self.release([f"{session.generation}:{held.delivery_tag}" for held in early])
+
     def purge(self, queue: str) -> int:
         """Delete the ready messages of ``queue``; return how many (delayed ones stay)."""
 
@@ -298,9 +309,9 @@ class AmqpTransport:
 
         self._live_session().call(send)
 
-    def subscribe(self, channel: str) -> AmqpSubscription:
-        """Start receiving what is broadcast on ``channel`` from now on."""
-        subscription = AmqpSubscription(self, channel)
+    def subscribe(self, channel: str, routing_key: str | None = None) -> AmqpSubscription:
+        """Start receiving what is broadcast on ``channel`` (with ``routing_key``) from now on."""
+        subscription = AmqpSubscription(self, channel, routing_key)
         with self._lock:
             self._subscriptions.add(subscription)
         return subscription
@@ -468,9 +479,12 @@ class AmqpSubscription:
     subscribes again (what was broadcast in between is lost). Use it from one thread.
     """
 
-    def __init__(self, transport: AmqpTransport, channel: str) -> None:
+    def __init__(
+        self, transport: AmqpTransport, channel: str, routing_key: str | None = None
+    ) -> None:
         self._transport = transport
         self._channel = channel
+        self._routing_key = routing_key
         self._closed = False
         self._session, self._tag, self._queue = self._open()
 
@@ -510,7 +524,7 @@ class AmqpSubscription:
 
     def _open(self) -> tuple[Session, str, str]:
         exchange = channel_exchange(self._channel)
-        queue, binding_key = subscriber_queue(self._channel)
+        queue, binding_key = subscriber_queue(self._channel, self._routing_key)
 
         def subscribe(session: Session) -> str:
             AmqpTransport._ensure_exchange(session, exchange)

@@ -30,7 +30,7 @@ import select
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -273,11 +273,12 @@ class Session:
             on_cancel=lambda tag: self._on_cancel(queue),
         )
 
-    def cancel_consumers(self) -> None:
-        """Stop every task queue consumer; what they delivered so far stays held."""
-        for tag in self.consumers.values():
-            self._consume.basic_cancel(tag)
-        self.consumers.clear()
+    def cancel_consumers(self, queues: Iterable[str] | None = None) -> None:
+        """Stop the consumers of task ``queues`` (None: all); what they delivered stays held."""
+        for queue in list(self.consumers) if queues is None else queues:
+            tag = self.consumers.pop(queue, None)
+            if tag is not None:
+                self._consume.basic_cancel(tag)
 
     def subscribe(self, queue: str) -> str:
         """Start an auto-ack consumer on ``queue`` whose messages go to an inbox; return its tag."""

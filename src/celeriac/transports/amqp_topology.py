@@ -174,26 +174,41 @@ def delay_topology(queue_type: str) -> tuple[list[ExchangeSpec], list[QueueSpec]
 def channel_exchange(channel: str) -> ExchangeSpec:
     """Map broadcast ``channel`` to its exchange, as Celery declares it.
 
-    ``celeryev`` (events) is a durable topic exchange, ``<name>.pidbox`` (remote control)
-    a transient fanout, and any other channel a transient fanout of its own name.
+    ``celeryev`` (events) is a durable topic exchange, ``reply.<name>.pidbox`` (replies to
+    remote control) a transient direct exchange, ``<name>.pidbox`` (remote control) a
+    transient fanout, and any other channel a transient fanout of its own name.
     """
     if channel == EVENT_CHANNEL:
         return ExchangeSpec(channel, "topic")
+    if _is_reply_channel(channel):
+        return ExchangeSpec(channel, "direct", durable=False)
     return ExchangeSpec(channel, "fanout", durable=False)
 
 
-def subscriber_queue(channel: str) -> tuple[QueueSpec, str]:
+def _is_reply_channel(channel: str) -> bool:
+    return channel.startswith("reply.") and channel.endswith(PIDBOX_SUFFIX)
+
+
+def subscriber_queue(channel: str, routing_key: str | None = None) -> tuple[QueueSpec, str]:
     """Describe a new subscriber's queue on ``channel`` and the key it binds with.
 
     Exclusive and auto-delete, with Celery's TTLs: ``celeryev.<uuid>`` bound with ``#``
-    for events, ``<uuid>.<name>.pidbox`` for remote control, ``<channel>.<uuid>`` else.
+    for events, ``<key>.reply.<name>.pidbox`` bound with ``<key>`` for a remote-control
+    client's replies, ``<uuid>.<name>.pidbox`` for remote control, ``<channel>.<uuid>``
+    else; a given ``routing_key`` is the binding key.
     """
     token = uuid.uuid4()
     if channel == EVENT_CHANNEL:
-        return _subscriber_queue(f"{channel}.{token}", ttl_ms=5_000, expires_ms=60_000), "#"
+        key = "#" if routing_key is None else routing_key
+        return _subscriber_queue(f"{channel}.{token}", ttl_ms=5_000, expires_ms=60_000), key
+    if _is_reply_channel(channel) and routing_key:
+        queue = _subscriber_queue(f"{routing_key}.{channel}", ttl_ms=300_000, expires_ms=10_000)
+        return queue, routing_key
     if channel.endswith(PIDBOX_SUFFIX):
-        return _subscriber_queue(f"{token}.{channel}", ttl_ms=300_000, expires_ms=10_000), ""
-    return _subscriber_queue(f"{channel}.{token}", ttl_ms=None, expires_ms=60_000), ""
+        queue = _subscriber_queue(f"{token}.{channel}", ttl_ms=300_000, expires_ms=10_000)
+        return queue, routing_key or ""
+    queue = _subscriber_queue(f"{channel}.{token}", ttl_ms=None, expires_ms=60_000)
+    return queue, routing_key or ""
 
 
 def _subscriber_queue(name: str, *, ttl_ms: int | None, expires_ms: int) -> QueueSpec:

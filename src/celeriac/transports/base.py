@@ -33,6 +33,17 @@ def dead_letter_queue(queue: str) -> str:
     return queue + DEAD_LETTER_SUFFIX
 
 
+def routing_key_of(envelope: Envelope) -> str:
+    """The routing key an envelope was published with ('' for none)."""
+    info = envelope.properties.get("delivery_info") or {}
+    return str(info.get("routing_key") or "")
+
+
+def accepts_routing_key(routing_key: str | None, envelope: Envelope) -> bool:
+    """Tell whether a subscription bound with ``routing_key`` (None: all) takes ``envelope``."""
+    return routing_key is None or routing_key_of(envelope) == routing_key
+
+
 def clamp_priority(priority: int | None) -> int:
     """Bring a priority into 0-9; None means 0."""
     if priority is None:
@@ -129,6 +140,13 @@ class Transport(Protocol):
         """Tell the broker that this consumer still holds and works on these messages."""
         ...
 
+    def stop_consuming(self, queues: Sequence[str]) -> None:
+        """Take nothing more from ``queues`` ahead of a fetch, and give back what was.
+
+        Only a broker that pushes messages before they are fetched (RabbitMQ) has work here.
+        """
+        ...
+
     def purge(self, queue: str) -> int:
         """Delete every waiting message in ``queue``; return how many."""
         ...
@@ -141,8 +159,12 @@ class Transport(Protocol):
         """Send to every current subscriber of ``channel``; nobody listening means lost."""
         ...
 
-    def subscribe(self, channel: str) -> Subscription:
-        """Start receiving what is broadcast on ``channel`` from now on."""
+    def subscribe(self, channel: str, routing_key: str | None = None) -> Subscription:
+        """Start receiving what is broadcast on ``channel`` from now on.
+
+        With ``routing_key``, only what was broadcast with that routing key: remote-control
+        replies reach just the client that asked (a direct exchange on RabbitMQ).
+        """
         ...
 
     def close(self) -> None:

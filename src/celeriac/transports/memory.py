@@ -25,6 +25,7 @@ from celeriac.transports.base import (
     DEAD_LETTER_REASON_HEADER,
     Delivery,
     OutgoingMessage,
+    accepts_routing_key,
     clamp_priority,
     dead_letter_queue,
 )
@@ -340,6 +341,9 @@ class MemoryTransport:
             for message in list(self._broker.leased(tags)):
                 self._broker.extend(message, self.lease_seconds)
 
+    def stop_consuming(self, queues: Sequence[str]) -> None:
+        """Do nothing: messages are taken only by a fetch."""
+
     def purge(self, queue: str) -> int:
         """Delete every waiting message in ``queue``; return how many."""
         with self._broker.condition:
@@ -356,12 +360,13 @@ class MemoryTransport:
         """Send to every current subscriber of ``channel``."""
         with self._broker.condition:
             for subscription in self._broker.subscribers[channel]:
-                subscription.pending.append(_copy(envelope))
+                if accepts_routing_key(subscription.routing_key, envelope):
+                    subscription.pending.append(_copy(envelope))
             self._broker.condition.notify_all()
 
-    def subscribe(self, channel: str) -> MemorySubscription:
-        """Start receiving what is broadcast on ``channel`` from now on."""
-        subscription = MemorySubscription(self._broker, channel)
+    def subscribe(self, channel: str, routing_key: str | None = None) -> MemorySubscription:
+        """Start receiving what is broadcast on ``channel`` (with ``routing_key``) from now on."""
+        subscription = MemorySubscription(self._broker, channel, routing_key)
         with self._broker.condition:
             self._broker.subscribers[channel].add(subscription)
             self._subscriptions.add(subscription)
@@ -395,8 +400,9 @@ class MemoryTransport:
 class MemorySubscription:
     """A reader of one in-memory broadcast channel; waits on the broker's Condition."""
 
-    def __init__(self, broker: _Broker, channel: str) -> None:
+    def __init__(self, broker: _Broker, channel: str, routing_key: str | None = None) -> None:
         self.pending: list[Envelope] = []
+        self.routing_key = routing_key
         self._broker = broker
         self._channel = channel
         self._closed = False

@@ -57,6 +57,7 @@ from celeriac.transports.base import (
     Delivery,
     OutgoingMessage,
     TransportError,
+    accepts_routing_key,
     clamp_priority,
     dead_letter_queue,
 )
@@ -270,6 +271,9 @@ class RedisTransport:
         with self._errors():
             pipeline.execute()
 
+    def stop_consuming(self, queues: Sequence[str]) -> None:
+        """Do nothing: messages are taken only by a fetch."""
+
     def purge(self, queue: str) -> int:
         """Delete every waiting message in ``queue`` (ready or delayed); return how many."""
         keys = self._queue_keys(queue)
@@ -287,9 +291,14 @@ class RedisTransport:
         with self._errors():
             self._client.publish(channel_key(self._prefix, channel), envelope.to_json())
 
-    def subscribe(self, channel: str) -> RedisSubscription:
-        """Start receiving what is broadcast on ``channel`` from now on."""
-        subscription = RedisSubscription(self._client, channel_key(self._prefix, channel), self.url)
+    def subscribe(self, channel: str, routing_key: str | None = None) -> RedisSubscription:
+        """Start receiving what is broadcast on ``channel`` from now on.
+
+        A ``routing_key`` is matched here, in the subscriber: one pub/sub channel carries all.
+        """
+        subscription = RedisSubscription(
+            self._client, channel_key(self._prefix, channel), self.url, routing_key
+        )
         self._subscriptions.add(subscription)
         return subscription
 
@@ -484,8 +493,11 @@ class RedisSubscription:
     after it is missed. Use it from one thread at a time.
     """
 
-    def __init__(self, client: redis.Redis, channel: str, url: str) -> None:
+    def __init__(
+        self, client: redis.Redis, channel: str, url: str, routing_key: str | None = None
+    ) -> None:
         self._url = url
+        self._routing_key = routing_key
         self._pubsub = client.pubsub()
         self._closed = False
         with self._errors():
@@ -526,9 +538,12 @@ class RedisSubscription:
 
     def _add(self, envelopes: list[Envelope], raw: bytes) -> None:
         try:
-            envelopes.append(Envelope.from_json(raw))
+            envelope = Envelope.from_json(raw)
         except DecodeError as exc:
             logger.error("broadcast on %s is not an envelope: %s", redact_url(self._url), exc)
+            return
+        if accepts_routing_key(self._routing_key, envelope):
+            envelopes.append(envelope)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -42,6 +42,7 @@ from celeriac.transports.base import (
     Delivery,
     OutgoingMessage,
     TransportError,
+    accepts_routing_key,
     clamp_priority,
     dead_letter_queue,
 )
@@ -458,6 +459,9 @@ class SQLiteTransport:
         expires = time.time() + self.lease_seconds
         self._database.write(EXTEND, [(expires, *_parse_tag(tag)) for tag in tags])
 
+    def stop_consuming(self, queues: Sequence[str]) -> None:
+        """Do nothing: messages are taken only by a fetch."""
+
     def purge(self, queue: str) -> int:
         """Delete every waiting message in ``queue``; return how many."""
         with self._database.errors():
@@ -485,10 +489,10 @@ class SQLiteTransport:
                 )
         self._wakeup.notify()
 
-    def subscribe(self, channel: str) -> SQLiteSubscription:
-        """Start receiving what is broadcast on ``channel`` from now on."""
+    def subscribe(self, channel: str, routing_key: str | None = None) -> SQLiteSubscription:
+        """Start receiving what is broadcast on ``channel`` (with ``routing_key``) from now on."""
         subscription = SQLiteSubscription(
-            self._database, self._wakeup, channel, self.polling_interval
+            self._database, self._wakeup, channel, self.polling_interval, routing_key
         )
         self._subscriptions.add(subscription)
         return subscription
@@ -589,10 +593,16 @@ class SQLiteSubscription:
     """
 
     def __init__(
-        self, database: _Database, wakeup: Wakeup, channel: str, polling_interval: float
+        self,
+        database: _Database,
+        wakeup: Wakeup,
+        channel: str,
+        polling_interval: float,
+        routing_key: str | None = None,
     ) -> None:
         self._database = database
         self._channel = channel
+        self._routing_key = routing_key
         self._polling_interval = polling_interval
         self._listener = wakeup.listen()
         try:
@@ -615,11 +625,14 @@ class SQLiteSubscription:
         for row_id, raw in rows:
             self._last_id = row_id
             try:
-                envelopes.append(Envelope.from_json(raw))
+                envelope = Envelope.from_json(raw)
             except DecodeError as exc:
                 logger.error(
                     "broadcast %s on %r is not an envelope: %s", row_id, self._channel, exc
                 )
+                continue
+            if accepts_routing_key(self._routing_key, envelope):
+                envelopes.append(envelope)
         return envelopes
 
     def close(self) -> None:

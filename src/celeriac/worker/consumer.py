@@ -14,10 +14,12 @@ FAILURE stored, and the worker goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,7 @@ from celeriac.transports.base import (
 from celeriac.worker.batching import Batcher
 from celeriac.worker.outcome import OutcomeHandler
 from celeriac.worker.pools.base import Pool
+from celeriac.worker.rate_limit import RATE_SLOT_HEADER, RateLimits
 from celeriac.worker.request import Request
 from celeriac.worker.settlement import Action, Settlement, apply_settlements
 from celeriac.worker.state import WorkerState
@@ -100,8 +103,12 @@ class Consumer:
             retry_on=(TransportError,),
         )
         self.outcomes = OutcomeHandler(self)
+        self.rate_limits = RateLimits(app)
         self._ready: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._slots = threading.Semaphore(pool.limit)
+        # Slots given up by pool_shrink that were busy: each is dropped as its job ends.
+        self._slots_owed = 0
+        self._slots_lock = threading.Lock()
         self._capacity = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -209,7 +216,14 @@ class Consumer:
             self.discard_revoked(request, expired=not self.state.is_revoked(request.id))
             return
         if request.eta_in_future():
-            self._defer(request)
+            eta = request.message.eta
+            assert eta is not None
+            self._defer(request, eta.timestamp())
+            return
+        wait = self.rate_limits.delay(request)
+        if wait > 0:
+            slot = time.time() + wait
+            self._defer(request, slot, {RATE_SLOT_HEADER: slot})
             return
         self.state.reserve(request)
         signals.task_received.send(sender=self, request=request)
@@ -300,18 +314,19 @@ class Consumer:
             "task-revoked", request, terminated=terminated, signum=signum, expired=expired
         )
 
-    def _defer(self, request: Request) -> None:
-        """Put a message that asks to run later back in the broker, delayed: never hold it."""
-        eta = request.message.eta
-        assert eta is not None
+    def _defer(self, request: Request, until: float, headers: dict[str, Any] | None = None) -> None:
+        """Put a message back in the broker until the Unix time ``until``: never hold it.
+
+        ``headers`` are added to the copy that goes back.
+        """
         envelope = request.message_envelope()
+        if headers:
+            envelope = dataclasses.replace(envelope, headers={**envelope.headers, **headers})
         priority = envelope.properties.get("priority") or 0
         try:
-            self.transport.publish(
-                request.delivery.queue, envelope, priority=priority, eta=eta.timestamp()
-            )
+            self.transport.publish(request.delivery.queue, envelope, priority=priority, eta=until)
         except Exception:
-            logger.exception("Could not put task %s back until its eta; requeued", request.id)
+            logger.exception("Could not put task %s back until later; requeued", request.id)
             self.settle(request, Action.REQUEUE)
             return
         self.ack(request)
@@ -352,14 +367,49 @@ class Consumer:
 
         The fetcher is woken once it should fetch again (see ``_wants_more``).
         """
-        request = self._next_ready()
-        if request is None:
-            self._slots.release()
-        else:
+        with self._slots_lock:
+            is_owed = self._slots_owed > 0
+            if is_owed:
+                self._slots_owed -= 1
+        request = None if is_owed else self._next_ready()
+        if request is not None:
             self._start(request)
+        elif not is_owed:
+            self._slots.release()
         with self._capacity:
             if self._wants_more():
                 self._capacity.notify_all()
+
+    def add_slots(self, n: int) -> None:
+        """The pool grew by ``n``: hand out ``n`` more slots (first paying slots owed)."""
+        with self._slots_lock:
+            paid = min(n, self._slots_owed)
+            self._slots_owed -= paid
+        for _ in range(n - paid):
+            self._slots.release()
+
+    def remove_slots(self, n: int) -> None:
+        """The pool shrank by ``n``: take free slots now, and busy ones as their jobs end."""
+        with self._slots_lock:
+            for _ in range(n):
+                if not self._slots.acquire(blocking=False):
+                    self._slots_owed += 1
+
+    def add_queue(self, queue: str) -> bool:
+        """Consume from ``queue`` too, from the next fetch on; False if it already is."""
+        if queue in self.queues:
+            return False
+        # A new list, not an append: the fetcher reads the attribute without a lock.
+        self.queues = [*self.queues, queue]
+        return True
+
+    def cancel_queue(self, queue: str) -> bool:
+        """Stop consuming from ``queue``; False if it was not consumed."""
+        if queue not in self.queues:
+            return False
+        self.queues = [name for name in self.queues if name != queue]
+        self._quietly(self.transport.stop_consuming, [queue])
+        return True
 
     def _next_ready(self) -> Request | None:
         """Take a waiting request without blocking; None when there is none or while stopping.

@@ -3,10 +3,11 @@
 Start: ``celeryd_init`` (at construction, so handlers may change ``conf``), the app's
 modules (``import_modules``), ``celeryd_after_setup``, ``worker_init``, one round trip to
 the broker (retried as ``broker_connection_retry_on_startup`` says), the pool (whose
-children send ``worker_process_init``), the consumer, the heart, ``worker_ready``.
-Stop: ``worker_shutting_down``; warm stops fetching, gives prefetched messages back to
-the broker unacknowledged and lets running tasks finish; cold ends them at once; then
-``worker_shutdown``.
+children send ``worker_process_init``), the consumer, the heart, the pidbox (remote
+control), ``worker_ready``.
+Stop: ``worker_shutting_down``; the pidbox stops answering; warm stops fetching, gives
+prefetched messages back to the broker unacknowledged and lets running tasks finish;
+cold ends them at once; then ``worker_shutdown``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from celeriac import signals
 from celeriac.events.dispatcher import EventDispatcher
 from celeriac.transports.base import TransportError
 from celeriac.worker.consumer import Consumer
+from celeriac.worker.control import ControlState
 from celeriac.worker.heartbeat import Heart
+from celeriac.worker.pidbox import Pidbox
 from celeriac.worker.pools import create_pool
 from celeriac.worker.pools.base import ChildHooks, Pool
 from celeriac.worker.reconnect import sentence, wait_for_broker
@@ -100,6 +103,7 @@ class WorkController:
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None
         self.heart: Heart | None = None
+        self.pidbox: Pidbox | None = None
         self.events: EventDispatcher | None = None
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
@@ -178,6 +182,8 @@ class WorkController:
         self.consumer.start()
         self.heart = Heart(self.events, self._counters, app.conf.worker_heartbeat_interval)
         self.heart.start()
+        self.pidbox = Pidbox(ControlState(self), app.transport, app.conf.control_exchange)
+        self.pidbox.start()
         logger.info(
             "%s ready: pool %s (%d), queues %s, broker %s",
             self.hostname,
@@ -234,6 +240,8 @@ class WorkController:
 
     def _stop_parts(self) -> None:
         warm = self._how == "Warm"
+        if self.pidbox is not None:
+            self.pidbox.stop()
         if self.consumer is not None:
             self.consumer.stop_fetching()
         if self.pool is not None:
