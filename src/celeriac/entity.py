@@ -81,30 +81,39 @@ class Queue:
         return self.routing_key == routing_key
 
     def as_dict(self) -> dict[str, Any]:
-        """The queue as ``inspect active_queues`` reports it (kombu's field names)."""
+        """The queue as ``inspect active_queues`` reports it: every field kombu's has.
+
+        Monitors read them by name (Flower's worker page fails on a missing ``alias``).
+        """
         exchange = self.exchange if isinstance(self.exchange, Exchange) else Exchange("")
         return {
             "name": self.name,
             "exchange": {
                 "name": exchange.name,
                 "type": exchange.type,
+                "arguments": dict(exchange.arguments) if exchange.arguments else None,
                 "durable": exchange.durable,
+                "passive": False,
                 "auto_delete": exchange.auto_delete,
                 "delivery_mode": exchange.delivery_mode,
-                "arguments": dict(exchange.arguments or {}),
+                "no_declare": False,
             },
             "routing_key": self.routing_key,
+            "queue_arguments": dict(self.queue_arguments) or None,
+            "binding_arguments": dict(self.binding_arguments) or None,
+            "consumer_arguments": dict(self.consumer_arguments) or None,
             "durable": self.durable,
             "exclusive": self.exclusive,
             "auto_delete": self.auto_delete,
             "no_ack": self.no_ack,
-            "max_priority": self.max_priority,
+            "alias": None,
+            "bindings": [],
+            "no_declare": None,
             "expires": self.expires,
             "message_ttl": self.message_ttl,
             "max_length": self.max_length,
-            "queue_arguments": dict(self.queue_arguments),
-            "binding_arguments": dict(self.binding_arguments),
-            "consumer_arguments": dict(self.consumer_arguments),
+            "max_length_bytes": None,
+            "max_priority": self.max_priority,
         }
 
     def copy(self, **changes: Any) -> Queue:

@@ -58,13 +58,16 @@ def servers() -> Servers:
     return Servers(require("rabbitmq"), require("redis"))
 
 
-def start_worker(side: str, servers: Servers, folder: Path) -> InteropWorker:
-    """Start a ``side`` worker (``celery`` or ``celeriac``) and wait until it is ready."""
+def start_worker(side: str, servers: Servers, folder: Path, *extra: str) -> InteropWorker:
+    """Start a ``side`` worker (``celery`` or ``celeriac``) and wait until it is ready.
+
+    ``extra`` are more command-line options for the worker.
+    """
     queue = f"interop-{side}-{uuid.uuid4().hex[:12]}"
     hostname = f"{side}-{uuid.uuid4().hex[:8]}@interop"
     env = dict(os.environ, PYTHONPATH=str(HERE), INTEROP_SIDE=side, INTEROP_QUEUE=queue)
     env.update(INTEROP_BROKER=servers.broker, INTEROP_BACKEND=servers.backend)
-    common = ["-A", "interop_tasks", "worker", "-Q", queue, "-n", hostname, "-l", "info"]
+    common = ["-A", "interop_tasks", "worker", "-Q", queue, "-n", hostname, "-l", "info", *extra]
     if side == "celery":
         command = [sys.executable, "-m", "celery", *common, "-P", "solo"]
         command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
