@@ -5,8 +5,9 @@ both. The order follows Celery's tracer: ``task_prerun``; the call; then on succ
 callbacks and the next chain hop, the stored result, ``on_success`` and
 ``task_success``; on retry the stored RETRY, ``on_retry`` and ``task_retry``; on
 failure the stored FAILURE, errbacks, ``on_failure`` and ``task_failure``; then
-``after_return`` and ``task_postrun``. Handlers and receivers that raise are logged
-and never change the outcome.
+``after_return`` and ``task_postrun``. On a worker, handlers and receivers that raise
+are logged and never change the outcome; in eager mode, as in Celery, an error in
+``on_success`` or in the trace itself is raised to the caller after ``task_internal_error``.
 """
 
 from __future__ import annotations
@@ -211,7 +212,13 @@ def _on_success(task: Task[Any, Any], request: Context, retval: Any, eager: bool
     _run_callbacks(task, request, retval, eager)
     store_state(task, request, states.SUCCESS, retval)
     _report_to_chord(task, request, states.SUCCESS, retval)
-    _call_quietly("on_success", task.on_success, retval, request.id, request.args, request.kwargs)
+    if eager:
+        # As in Celery, an error in the handler reaches the caller of apply().
+        task.on_success(retval, request.id or "", request.args, request.kwargs)
+    else:
+        _call_quietly(
+            "on_success", task.on_success, retval, request.id, request.args, request.kwargs
+        )
     signals.task_success.send(sender=task, result=retval)
     return TraceOutcome(states.SUCCESS, retval)
 
@@ -326,6 +333,10 @@ def trace_task(
                 state=outcome.state,
             )
     except Exception as exc:
+        if eager:
+            # Celery's eager tracer sends the signal and raises to the caller.
+            _send_internal_error(task, current, exc, ExceptionInfo.from_exception(exc))
+            raise
         outcome = report_internal_error(task, current, exc)
     finally:
         task.pop_request()
@@ -343,6 +354,15 @@ def report_internal_error(
     """
     einfo = ExceptionInfo.from_exception(exc)
     logger.critical("Internal error in task %s[%s]: %r", task.name, request.id, exc, exc_info=exc)
+    _send_internal_error(task, request, exc, einfo)
+    _call_quietly("storing the failure", store_state, task, request, states.FAILURE, exc)
+    _call_quietly("reporting to the chord", _report_to_chord, task, request, states.FAILURE, exc)
+    return TraceOutcome(states.FAILURE, exc, einfo)
+
+
+def _send_internal_error(
+    task: Task[Any, Any], request: Context, exc: BaseException, einfo: ExceptionInfo
+) -> None:
     signals.task_internal_error.send(
         sender=task,
         task_id=request.id,
@@ -353,9 +373,6 @@ def report_internal_error(
         traceback=einfo.tb,
         einfo=einfo,
     )
-    _call_quietly("storing the failure", store_state, task, request, states.FAILURE, exc)
-    _call_quietly("reporting to the chord", _report_to_chord, task, request, states.FAILURE, exc)
-    return TraceOutcome(states.FAILURE, exc, einfo)
 
 
 def apply_eagerly(

@@ -56,13 +56,15 @@ def retry_over_time(
     retry_policy: Mapping[str, Any] | None = None,
     *,
     errback: ErrorCallback | None = None,
-    sleep: Callable[[float], object] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
 ) -> None:
     """Call ``operation`` again while it raises TransportError, as a Celery retry policy says.
 
     ``max_retries`` counts the attempts after the first (None: retry forever); the wait
     starts at ``interval_start`` seconds and grows by ``interval_step`` up to
     ``interval_max``. ``errback(exc, interval)`` is told of each failure that will be retried.
+    ``sleep`` is ``time.sleep`` looked up at each pause, so that a process patched for
+    gevent after this module was imported pauses only the waiting greenlet.
 
     Raises:
         TransportError: the last failure, once ``max_retries`` retries have failed too.
@@ -79,7 +81,7 @@ def retry_over_time(
                 raise
             if errback is not None:
                 errback(exc, interval)
-            sleep(interval)
+            (sleep or time.sleep)(interval)
             retries += 1
             interval = min(interval + float(policy["interval_step"]), float(policy["interval_max"]))
         else:

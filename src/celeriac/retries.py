@@ -46,13 +46,15 @@ def retry_while_unavailable(
     max_retries: float,
     base_sleep_ms: float,
     max_sleep_ms: float,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """Call ``call`` until the result store takes it, as ``result_backend_always_retry`` asks.
 
     Only ``BackendUnavailable`` is retried, after a pause drawn from a doubling range
     (full jitter, in milliseconds as Celery's settings give it); other errors, and the
-    last one past ``max_retries``, propagate.
+    last one past ``max_retries``, propagate. ``sleep`` is ``time.sleep`` looked up at
+    each pause, so a process patched for gevent after this module was imported still
+    pauses only the waiting greenlet.
     """
     retries = 0
     while True:
@@ -64,7 +66,7 @@ def retry_while_unavailable(
             if retries == 0:
                 logger.warning("Result store unreachable, retrying until it is back: %s", exc)
             pause = exponential_backoff(base_sleep_ms, retries, max_sleep_ms, full_jitter=True)
-            sleep(pause / 1000)
+            (sleep or time.sleep)(pause / 1000)
             retries += 1
 
 

@@ -66,6 +66,7 @@ from celeriac.backends.base import (
 from celeriac.exceptions import DecodeError, ImproperlyConfigured, TimeoutError
 from celeriac.states import READY_STATES, SUCCESS
 from celeriac.transports import redact_url
+from celeriac.transports.redis_connection import waiting_pool
 
 TASK_KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
@@ -132,8 +133,8 @@ class RedisBackend:
         self.group_key_prefix = group_key_prefix(global_keyprefix or url_keyprefix)
         connection_options = _connection_options(client_url, options)
         try:
-            pool = redis.ConnectionPool.from_url(client_url, **connection_options)
-        except ValueError as exc:
+            pool = waiting_pool(client_url, connection_options, options)
+        except (ValueError, TypeError) as exc:
             raise ImproperlyConfigured(
                 f"bad Redis result backend URL {redact_url(url)!r}: {exc}"
             ) from exc

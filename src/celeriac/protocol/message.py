@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.exceptions import InvalidTaskError
+from celeriac.exceptions import DecodeError, InvalidTaskError
 from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.legacy import convert_v1_body, is_v1_body
 from celeriac.serialization import compress, decompress, dumps, loads
@@ -177,6 +177,22 @@ class TaskMessage:
             args, kwargs, embed = self.converted_body
             return list(args), dict(kwargs), dict(embed)
         return _check_body(self._load(accept))
+
+    def decode_sent_arguments(self, accept: Collection[str] | None = None) -> tuple[Any, Any]:
+        """Return the body's args and kwargs as sent, unchecked; None where unreadable.
+
+        For reporting a body that :meth:`decode_body` refused, with what it carried.
+        """
+        if self.converted_body is not None:
+            args, kwargs, _ = self.converted_body
+            return args, kwargs
+        try:
+            body = self._load(accept)
+        except DecodeError:
+            return None, None
+        if isinstance(body, list | tuple) and len(body) >= 2:
+            return body[0], body[1]
+        return None, None
 
     def _load(self, accept: Collection[str] | None) -> Any:
         data = decompress(self.body, self.compression) if self.compression else self.body

@@ -24,6 +24,8 @@ __all__ = ["CONNECTION_OPTIONS", "TLS_OPTIONS", "connect_client"]
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_MAX_CONNECTIONS = 100
+POOL_OPTIONS = frozenset({"max_connections", "pool_timeout"})
 CONNECTION_OPTIONS = frozenset(
     {
         "socket_timeout",
@@ -55,12 +57,27 @@ TLS_OPTIONS = frozenset(
 """Transport options for ``rediss://`` (and TLS to a Sentinel-managed master)."""
 
 
-def connect_client(url: str, options: Mapping[str, Any]) -> redis.Redis:
-    """Return a client for ``url``; no connection is made until the first command.
+def waiting_pool(url: str, settings: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+    """A connection pool for ``url`` whose callers past ``max_connections`` wait their turn.
 
-    ``max_connections`` bounds the pool: callers past it wait for a free connection
-    (up to ``pool_timeout`` seconds, default 20) instead of failing.
+    redis-py's own pool raises once 100 connections are out, which a green pool of 500
+    tasks reaches at once; here they wait for a free connection (up to ``pool_timeout``
+    seconds, default 20) instead.
+
+    Raises:
+        ValueError, TypeError: the URL or an option is malformed.
     """
+    connection = {name: value for name, value in settings.items() if name not in POOL_OPTIONS}
+    return redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=int(options.get("max_connections") or DEFAULT_MAX_CONNECTIONS),
+        timeout=float(options.get("pool_timeout", 20.0)),
+        **connection,
+    )
+
+
+def connect_client(url: str, options: Mapping[str, Any]) -> redis.Redis:
+    """Return a client for ``url``; no connection is made until the first command."""
     scheme = url.partition("://")[0]
     settings = {name: value for name, value in options.items() if name in CONNECTION_OPTIONS}
     if scheme == "rediss" or (scheme == "sentinel" and options.get("ssl")):
@@ -71,17 +88,8 @@ def connect_client(url: str, options: Mapping[str, Any]) -> redis.Redis:
         url = "unix" + url.removeprefix(scheme)
     elif scheme not in ("redis", "rediss"):
         raise ImproperlyConfigured(f"not a Redis URL: {redact_url(url)}")
-    max_connections = options.get("max_connections")
     try:
-        if max_connections is None:
-            pool: redis.ConnectionPool = redis.ConnectionPool.from_url(url, **settings)
-        else:
-            pool = redis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=int(max_connections),
-                timeout=float(options.get("pool_timeout", 20.0)),
-                **settings,
-            )
+        pool = waiting_pool(url, settings, options)
     except (ValueError, TypeError) as exc:
         raise ImproperlyConfigured(f"bad Redis broker URL {redact_url(url)}: {exc}") from exc
     return redis.Redis(connection_pool=pool)

@@ -131,8 +131,8 @@ class Request:
 
 def build_context(
     message: TaskMessage,
-    args: list[Any] | None,
-    kwargs: dict[str, Any] | None,
+    args: Any,
+    kwargs: Any,
     embed: dict[str, Any],
     payload: JobPayload,
 ) -> Context:
@@ -193,7 +193,8 @@ def execute_job(job: Job) -> JobOutcome:
     try:
         args, kwargs, embed = message.decode_body(app.conf.accept_content)
     except (DecodeError, InvalidTaskError) as exc:
-        report_internal_error(task, build_context(message, None, None, {}, payload), exc)
+        args, kwargs = message.decode_sent_arguments(app.conf.accept_content)
+        report_internal_error(task, build_context(message, args, kwargs, {}, payload), exc)
         return _undecodable(job, exc)
     context = build_context(message, args, kwargs, embed, payload)
     outcome = trace_task(task, context, hostname=payload.hostname)

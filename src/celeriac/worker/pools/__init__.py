@@ -1,6 +1,6 @@
 """Execution pools by name, and the helpers every pool uses to run a job (edge layer).
 
-``create_pool`` builds the pool a worker asks for (``-P solo|threads|prefork``): ``POOLS``
+``create_pool`` builds the pool a worker asks for (``-P solo|threads|prefork|gevent``): ``POOLS``
 maps each name to a small function that imports its module only when that pool is chosen.
 The helpers below are shared by every pool, which is why they live here. Every pool calls
 ``on_done`` exactly once for each job it was given, even a job it never ran because it was
@@ -70,10 +70,27 @@ def _build_prefork(target: JobTarget, options: PoolOptions) -> Pool:
     )
 
 
+def _build_gevent(target: JobTarget, options: PoolOptions) -> Pool:
+    try:
+        from celeriac.worker.pools.gevent import GeventPool
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"The gevent pool needs gevent: pip install 'celeriac[gevent]' ({exc})"
+        ) from exc
+
+    return GeventPool(
+        target,
+        options.concurrency,
+        soft_time_limit=options.soft_time_limit,
+        time_limit=options.time_limit,
+    )
+
+
 POOLS: dict[str, PoolBuilder] = {
     "solo": _build_solo,
     "threads": _build_threads,
     "prefork": _build_prefork,
+    "gevent": _build_gevent,
 }
 
 
