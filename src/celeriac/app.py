@@ -21,6 +21,7 @@ from celeriac.backends.base import Meta, ResultBackend
 from celeriac.config import Settings, settings_module_from_envvar, settings_source
 from celeriac.connection import Connection, ConnectionPool, ProducerPool
 from celeriac.control import Control
+from celeriac.dispatch import Signal
 from celeriac.entity import bound_queues
 from celeriac.events.clock import LamportClock
 from celeriac.events.dispatcher import EventDispatcher
@@ -125,6 +126,11 @@ class Celeriac:
         self.control = Control(self)
         self.amqp = AMQP(self)
         self.user_options: dict[str, set[Any]] = {"preload": set(), "worker": set()}
+        self.on_after_configure = Signal(name="app.on_after_configure", providing_args={"source"})
+        """Sent once, when beat starts (``finalize``), with ``source``: the settings."""
+        self.on_after_finalize = Signal(name="app.on_after_finalize")
+        """Sent once, after ``on_after_configure``, when beat starts (``finalize``)."""
+        self.finalized = False
         self._autodiscover: list[tuple[Any, str]] = []
         self._transport: Transport | None = None
         self._backend: ResultBackend | None = None
@@ -164,6 +170,19 @@ class Celeriac:
                 return
             raise
         self.config_from_object(module, silent=silent, force=force)
+
+    def finalize(self, auto: bool = False) -> None:
+        """Send ``on_after_configure`` then ``on_after_finalize``, once.
+
+        Handlers connected to them typically call ``add_periodic_task``; beat calls this
+        before it reads ``beat_schedule``. Settings are read as they are set, so unlike
+        Celery's there is nothing else to finalize.
+        """
+        if self.finalized:
+            return
+        self.finalized = True
+        self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_finalize.send(sender=self)
 
     def autodiscover_tasks(
         self,
@@ -253,6 +272,38 @@ class Celeriac:
         options.pop("router", None)
         options.pop("route_name", None)
         return send_task_message(self, name, args, kwargs, **options)
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Signature | Task[Any, Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Add a ``beat_schedule`` entry that sends ``sig`` on ``schedule`` (seconds, a
+        timedelta or a ``celeriac.schedules`` schedule); return the entry's name.
+
+        ``args`` and ``kwargs`` are added to the signature's; ``opts`` (``queue``,
+        ``expires``, ``priority``...) to its options. The name is ``name``, else the
+        signature's repr, as in Celery.
+        """
+        from celeriac.canvas.signature import Signature
+
+        if isinstance(sig, Signature):
+            signature = sig.clone(args, kwargs or {})
+        else:
+            signature = self.signature(sig.name, args, kwargs or {})
+        key = name or repr(signature)
+        self.conf.beat_schedule[key] = {
+            "schedule": schedule,
+            "task": signature.task,
+            "args": tuple(signature.args),
+            "kwargs": dict(signature.kwargs),
+            "options": {**signature.options, **opts},
+        }
+        return key
 
     def signature(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature on this app: ``app.signature("tasks.add", args=(2,), queue="q")``."""

@@ -138,9 +138,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("control_queue_expires", 10.0, OPTIONAL_NUMBER, "Control queue expiry."),
     # beat
     Setting("beat_schedule", {}, dict, "Periodic tasks."),
-    Setting("beat_scheduler", "celeriac.beat:PersistentScheduler", str, "Scheduler class."),
-    Setting("beat_schedule_filename", "celerybeat-schedule", str, "File of last-run times."),
-    Setting("beat_max_loop_interval", 0, NUMBER, "Longest sleep between checks."),
+    Setting(
+        "beat_scheduler",
+        "celeriac.beat:PersistentScheduler",
+        str,
+        "Celery's PersistentScheduler, by either package's name; the one celeriac has.",
+    ),
+    Setting(
+        "beat_schedule_filename",
+        "celerybeat-schedule",
+        str,
+        "Local file of last runs, when neither broker nor result store can hold them.",
+    ),
+    Setting("beat_max_loop_interval", 0, NUMBER, "Longest sleep between checks; 0 means 300 s."),
+    Setting(
+        "beat_cron_starting_deadline",
+        None,
+        OPTIONAL_NUMBER,
+        "Seconds a missed crontab run may be late and still be sent; none: always sent.",
+    ),
+    Setting(
+        "beat_sync_every",
+        0,
+        int,
+        "Accepted for Celery compatibility; no effect: each run is stored as it is claimed.",
+    ),
+    Setting(
+        "beat_lease_seconds",
+        3.0,
+        NUMBER,
+        "How long a beat leads without renewing; a standby beat takes over after it.",
+    ),
     # time and modules
     Setting("timezone", None, OPTIONAL_STR, "Time zone name; none means UTC."),
     Setting("enable_utc", True, bool, "Use UTC for dates in messages."),

@@ -1,6 +1,6 @@
 """The ``celeriac`` command: the root group, its global options and its errors (edge layer).
 
-``celeriac -A proj worker | call | result | purge``, one module per subcommand. The
+``celeriac -A proj worker | beat | call | result | purge``, one module per subcommand. The
 global options are Celery's; the app is loaded once, before the subcommand parses its
 arguments, and reaches it as ``ctx.obj.app``. Errors a user can act on (the app cannot
 be found, an unknown broker scheme, bad settings, an unreachable broker) are shown as a
@@ -17,6 +17,7 @@ import click
 
 from celeriac import __version__
 from celeriac.cli.app_loading import AppNotFound, CLIContext, find_app
+from celeriac.cli.beat import beat
 from celeriac.cli.call import call
 from celeriac.cli.purge import purge
 from celeriac.cli.result import result
@@ -106,6 +107,7 @@ def main(
 
 
 main.add_command(worker)
+main.add_command(beat)
 main.add_command(call)
 main.add_command(result)
 main.add_command(purge)

@@ -5,6 +5,9 @@ The default node name is ``celeriac@%h`` (Celery's is ``celery@%h``); give
 ``--without-mingle`` and ``--without-gossip`` are accepted so that Celery command
 lines keep working, and have no effect: celeriac has no mingle or gossip steps and
 always sends its heartbeat. They still reach ``celeryd_init`` in ``options``.
+
+``-B`` runs beat in a thread of the worker's main process, started by ``worker_ready``
+and stopped by the shutdown signals, so the worker itself knows nothing of beat.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import os
 import re
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Final
 
 import click
 
-from celeriac import __version__, log
+from celeriac import __version__, log, signals
 from celeriac.app import Celeriac
+from celeriac.beat.service import EmbeddedService
 from celeriac.cli.app_loading import PRELOAD_OPTIONS_KEY, CeleriacCommand, CLIContext
 from celeriac.cli.purge import purge_queues, purged_message, split_commas
 from celeriac.transports import redact_url
@@ -218,6 +222,24 @@ def _banner(controller: WorkController, transport: Transport) -> str:
     type=click.Choice(("default", "fair")),
     help="Accepted for Celery compatibility; no effect.",
 )
+@click.option(
+    "-B",
+    "--beat",
+    is_flag=True,
+    help="Also run beat, the periodic task scheduler, in a thread of this worker.",
+)
+@click.option(
+    "-s",
+    "--schedule-filename",
+    "--schedule",
+    "schedule_filename",
+    help="With -B: beat's local file for the last runs, when neither the broker nor the "
+    "result backend can hold them.",
+)
+@click.option(
+    "--scheduler",
+    help="With -B: beat's scheduler class; celeriac has one, Celery's PersistentScheduler.",
+)
 @click.option("--without-heartbeat", is_flag=True, help="Accepted for compatibility; no effect.")
 @click.option("--without-mingle", is_flag=True, help="Accepted for compatibility; no effect.")
 @click.option("--without-gossip", is_flag=True, help="Accepted for compatibility; no effect.")
@@ -232,6 +254,8 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
     app = cli.app
     if options["include"]:
         app.conf.include = (*app.conf.include, *options["include"])
+    if options["scheduler"]:
+        app.conf.beat_scheduler = options["scheduler"]
     nodename = default_nodename(options["hostname"])
     pool = str(options["pool"] or app.conf.worker_pool).lower()
     pool = POOL_ALIASES.get(pool, pool)
@@ -254,8 +278,44 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
             cli.echo(purged_message(purged, len(controller.queues)))
         # Connecting before the banner makes a bad broker URL fail first, on its own line.
         cli.echo(_banner(controller, app.transport))
-        controller.start()
+        with (
+            _embedded_beat(app, options["schedule_filename"]) if options["beat"] else nullcontext()
+        ):
+            controller.start()
     ctx.exit(controller.exitcode)
+
+
+@contextmanager
+def _embedded_beat(app: Celeriac, schedule_filename: str | None) -> Iterator[None]:
+    """Run beat in a thread from ``worker_ready`` until the worker shuts down (``-B``).
+
+    Beat stops sending when the shutdown begins (``worker_shutting_down``) and has given
+    its lead up by ``worker_shutdown``, before the worker closes its connections.
+    """
+    embedded = EmbeddedService(app, schedule_filename=schedule_filename)
+
+    def start_beat(sender: Any = None, **kwargs: Any) -> None:
+        embedded.start()
+
+    def stop_sending(sender: Any = None, **kwargs: Any) -> None:
+        embedded.service.stop()
+
+    def stop_beat(sender: Any = None, **kwargs: Any) -> None:
+        embedded.stop()
+
+    receivers = (
+        (signals.worker_ready, start_beat),
+        (signals.worker_shutting_down, stop_sending),
+        (signals.worker_shutdown, stop_beat),
+    )
+    for signal, receiver in receivers:
+        signal.connect(receiver, weak=False)
+    try:
+        yield
+    finally:
+        for signal, receiver in receivers:
+            signal.disconnect(receiver)
+        embedded.stop()
 
 
 def _controller(
