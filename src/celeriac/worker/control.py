@@ -139,17 +139,17 @@ def error(text: str) -> dict[str, str]:
 # ---- inspect ------------------------------------------------------------------------
 
 
-@inspect_command()
+@inspect_command(help="Ask the workers to answer pong.")
 def ping(state: ControlState, **kwargs: Any) -> dict[str, str]:
     return ok("pong")
 
 
-@inspect_command()
+@inspect_command(help="Show the worker's logical clock.")
 def clock(state: ControlState, **kwargs: Any) -> dict[str, int]:
     return {"clock": state.app.clock.value}
 
 
-@inspect_command()
+@inspect_command(help="Describe the worker's software, broker and settings, for bug reports.")
 def report(state: ControlState, **kwargs: Any) -> dict[str, str]:
     app = state.app
     lines = [
@@ -162,7 +162,7 @@ def report(state: ControlState, **kwargs: Any) -> dict[str, str]:
     return ok("\n".join(lines))
 
 
-@inspect_command()
+@inspect_command(help="Show the worker's statistics: pool, totals, resource usage, broker.")
 def stats(state: ControlState, **kwargs: Any) -> dict[str, Any]:
     worker_state = state.consumer.state
     return {
@@ -177,7 +177,7 @@ def stats(state: ControlState, **kwargs: Any) -> dict[str, Any]:
     }
 
 
-@inspect_command(signature="[safe=False]")
+@inspect_command(signature="[safe=False]", help="List the tasks the worker is running.")
 def active(state: ControlState, safe: bool = False, **kwargs: Any) -> list[dict[str, Any]]:
     worker_state = state.consumer.state
     with worker_state.lock:
@@ -185,7 +185,9 @@ def active(state: ControlState, safe: bool = False, **kwargs: Any) -> list[dict[
     return [request.info(safe=bool(safe)) for request in requests]
 
 
-@inspect_command(signature="[safe=False]")
+@inspect_command(
+    signature="[safe=False]", help="List the tasks the worker fetched and has not started yet."
+)
 def reserved(state: ControlState, safe: bool = False, **kwargs: Any) -> list[dict[str, Any]]:
     worker_state = state.consumer.state
     with worker_state.lock:
@@ -193,13 +195,20 @@ def reserved(state: ControlState, safe: bool = False, **kwargs: Any) -> list[dic
     return [request.info(safe=bool(safe)) for request in requests]
 
 
-@inspect_command(signature="[safe=False]")
+@inspect_command(
+    signature="[safe=False]",
+    help="List the ETA tasks the worker holds (none: they wait in the broker).",
+)
 def scheduled(state: ControlState, **kwargs: Any) -> list[dict[str, Any]]:
     """Nothing: a celeriac worker puts ETA tasks back in the broker instead of holding them."""
     return []
 
 
-@inspect_command(signature="[attr1 [attr2 [... [attrN]]]]", variadic="taskinfoitems")
+@inspect_command(
+    signature="[attr1 [attr2 [... [attrN]]]]",
+    variadic="taskinfoitems",
+    help="List the names of the tasks the worker knows.",
+)
 def registered(
     state: ControlState, taskinfoitems: Iterable[str] | None = None, **kwargs: Any
 ) -> list[str]:
@@ -215,12 +224,16 @@ def registered(
     return described
 
 
-@inspect_command()
+@inspect_command(help="List the task ids the worker knows to be revoked.")
 def revoked(state: ControlState, **kwargs: Any) -> list[str]:
     return list(state.consumer.state.revoked)
 
 
-@inspect_command(signature="[id1 [id2 [... [idN]]]]", variadic="ids")
+@inspect_command(
+    signature="[id1 [id2 [... [idN]]]]",
+    variadic="ids",
+    help="Tell where the worker holds these task ids.",
+)
 def query_task(
     state: ControlState, ids: str | Sequence[str] = (), **kwargs: Any
 ) -> dict[str, list[Any]]:
@@ -232,13 +245,13 @@ def query_task(
     return {r.id: [where, r.info()] for where, r in held if r.id in wanted}
 
 
-@inspect_command()
+@inspect_command(help="List the queues the worker consumes from.")
 def active_queues(state: ControlState, **kwargs: Any) -> list[dict[str, Any]]:
     queues = state.app.amqp.queues
     return [queues[name].as_dict() for name in state.consumer.queues]
 
 
-@inspect_command(signature="[include_defaults=False]")
+@inspect_command(signature="[include_defaults=False]", help="Show the worker's settings.")
 def conf(state: ControlState, with_defaults: bool = False, **kwargs: Any) -> dict[str, Any]:
     return _conf(state, bool(with_defaults))
 
@@ -259,7 +272,11 @@ def hello(
 # ---- control ------------------------------------------------------------------------
 
 
-@control_command(variadic="task_id", signature="[id1 [id2 [... [idN]]]]")
+@control_command(
+    variadic="task_id",
+    signature="[id1 [id2 [... [idN]]]]",
+    help="Revoke tasks by id: the workers will not run them.",
+)
 def revoke(
     state: ControlState,
     task_id: str | Sequence[str] = (),
@@ -280,14 +297,23 @@ def revoke(
     return ok(f"tasks {{{listed}}} flagged as revoked")
 
 
-@control_command(variadic="task_id", args=[("signal", str)], signature="<signal> [id1 [... ]]")
+@control_command(
+    variadic="task_id",
+    args=[("signal", str)],
+    signature="<signal> [id1 [... ]]",
+    help="Revoke tasks by id and end them where they run, with a signal.",
+)
 def terminate(
     state: ControlState, signal: str | int = "SIGTERM", task_id: str | Sequence[str] = (), **_: Any
 ) -> dict[str, str]:
     return revoke(state, task_id, terminate=True, signal=signal)
 
 
-@control_command(args=[("task_name", str), ("rate_limit", str)], signature="<task_name> <rate>")
+@control_command(
+    args=[("task_name", str), ("rate_limit", str)],
+    signature="<task_name> <rate>",
+    help="Set a task type's rate limit (e.g. 10/m; 0 removes it).",
+)
 def rate_limit(
     state: ControlState, task_name: str = "", rate_limit: Any = None, **kwargs: Any
 ) -> dict[str, str]:
@@ -303,6 +329,7 @@ def rate_limit(
 
 
 @control_command(
+    help="Set a task type's soft and hard time limits, in seconds.",
     args=[("task_name", str), ("soft", float), ("hard", float)],
     signature="<task_name> <soft_secs> [hard_secs]",
 )
@@ -321,36 +348,45 @@ def time_limit(
     return ok("time limits set successfully")
 
 
-@control_command(sends_reply=False)
+@control_command(sends_reply=False, help="Stop the worker (warm shutdown).")
 def shutdown(state: ControlState, msg: str = "Got shutdown from remote", **kwargs: Any) -> None:
     state.worker.stop(warm=True, sig="remote control shutdown")
 
 
-@control_command(args=[("n", int)], signature="[N=1]")
+@control_command(
+    args=[("n", int)], signature="[N=1]", help="Add N processes or threads to the pool."
+)
 def pool_grow(state: ControlState, n: int = 1, **kwargs: Any) -> dict[str, str]:
     state.pool.grow(int(n))
     state.consumer.add_slots(int(n))
     return ok("pool will grow")
 
 
-@control_command(args=[("n", int)], signature="[N=1]")
+@control_command(
+    args=[("n", int)], signature="[N=1]", help="Remove N processes or threads from the pool."
+)
 def pool_shrink(state: ControlState, n: int = 1, **kwargs: Any) -> dict[str, str]:
     state.pool.shrink(int(n))
     state.consumer.remove_slots(int(n))
     return ok("pool will shrink")
 
 
-@control_command(args=[("max", int), ("min", int)], signature="[max [min]]")
+@control_command(
+    args=[("max", int), ("min", int)],
+    signature="[max [min]]",
+    help="Change the autoscaler's bounds.",
+)
 def autoscale(state: ControlState, **kwargs: Any) -> dict[str, str]:
     raise ValueError("Autoscale not enabled")
 
 
-@control_command()
+@control_command(help="Restart the pool's processes.")
 def pool_restart(state: ControlState, **kwargs: Any) -> dict[str, str]:
     raise ValueError("Pool restarts not enabled")
 
 
 @control_command(
+    help="Start consuming from a queue.",
     args=[("queue", str), ("exchange", str), ("exchange_type", str), ("routing_key", str)],
     signature="<queue> [exchange [type [routing_key]]]",
 )
@@ -371,13 +407,13 @@ def add_consumer(
     return ok(f"already consuming from {queue}")
 
 
-@control_command(args=[("queue", str)], signature="<queue>")
+@control_command(args=[("queue", str)], signature="<queue>", help="Stop consuming from a queue.")
 def cancel_consumer(state: ControlState, queue: str = "", **kwargs: Any) -> dict[str, str]:
     state.consumer.cancel_queue(queue)
     return ok(f"no longer consuming from {queue}")
 
 
-@control_command()
+@control_command(help="Start sending task events.")
 def enable_events(state: ControlState, **kwargs: Any) -> dict[str, str]:
     events = state.events
     if "task" in events.groups:
@@ -386,7 +422,7 @@ def enable_events(state: ControlState, **kwargs: Any) -> dict[str, str]:
     return ok("task events enabled")
 
 
-@control_command()
+@control_command(help="Stop sending task events.")
 def disable_events(state: ControlState, **kwargs: Any) -> dict[str, str]:
     events = state.events
     if "task" not in events.groups:
@@ -395,7 +431,7 @@ def disable_events(state: ControlState, **kwargs: Any) -> dict[str, str]:
     return ok("task events disabled")
 
 
-@control_command()
+@control_command(help="Send a worker-heartbeat event now.")
 def heartbeat(state: ControlState, **kwargs: Any) -> None:
     if state.worker.heart is not None:
         state.worker.heart.beat()
