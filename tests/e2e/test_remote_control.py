@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from celeriac import Celeriac, states
+from celeriac import Celeriac, group, states
 from celeriac.exceptions import TaskRevokedError
 from tests.e2e.conftest import WorkerProcess, wait_for
 
@@ -230,3 +230,19 @@ def test_custom_commands_registered_with_celery_decorators(
     assert node == NODE
     assert reply["pid"] != os.getpid()
     assert inspected == {NODE: {"queues": 2}}
+
+
+def test_async_result_and_group_result_revoke(start_worker: StartWorker, client: Celeriac) -> None:
+    start_worker(concurrency=1)
+    blocker = client.send_task("sigproj.slow", (2.0,))
+    single = client.send_task("sigproj.add", (1, 1))
+    members = group(client.signature("sigproj.add", (n, n)) for n in range(2)).apply_async()
+
+    replies = single.revoke(wait=True, timeout=2.0)
+    members.revoke()
+    blocker.get(timeout=15)
+
+    assert replies == [{NODE: {"ok": f"tasks {{{single.id!r}}} flagged as revoked"}}]
+    for result in [single, *members.results]:
+        with pytest.raises(TaskRevokedError):
+            result.get(timeout=10)

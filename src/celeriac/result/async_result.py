@@ -203,6 +203,27 @@ class AsyncResult(ResultBase, Generic[R]):
         self._cache = None
         self.backend.forget(self.id)
 
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Tell the workers to skip this task (``terminate``: and end it where it runs).
+
+        With ``wait`` the workers' replies are returned, collected for ``timeout`` seconds.
+        """
+        return self.app.control.revoke(
+            self.id,
+            connection=connection,
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=wait,
+            timeout=1.0 if timeout is None else timeout,
+        )
+
     def ready(self) -> bool:
         """True once the task succeeded, failed or was revoked."""
         return self.state in states.READY_STATES

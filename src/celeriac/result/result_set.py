@@ -127,6 +127,24 @@ class ResultSet(ResultBase):
         for result in self.results:
             result.forget()
 
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Revoke every member with one broadcast (see ``AsyncResult.revoke``)."""
+        return self.app.control.revoke(
+            [result.id for result in self.results],
+            connection=connection,
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=wait,
+            timeout=1.0 if timeout is None else timeout,
+        )
+
     def get(
         self,
         timeout: float | None = None,
