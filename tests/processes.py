@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,3 +37,41 @@ def running(
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.communicate(timeout=10)
+
+
+def run_forked(action: Callable[[], object], timeout: float) -> int | None:
+    """Run ``action`` in a forked child and return its exit code: 0 if it returned, 1 if it
+    raised; None if the child was still running after ``timeout`` (it is then killed by PID).
+    """
+    with warnings.catch_warnings():
+        # Python 3.12 warns when a process with threads forks; the tests that call this
+        # fork on purpose, to see what the child inherits.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        exit_code = 1
+        try:
+            action()
+            exit_code = 0
+        finally:
+            os._exit(exit_code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def run_forked_repeatedly(
+    action: Callable[[int], object], times: int, timeout: float
+) -> list[int | None]:
+    """Run ``action(0)``, ``action(1)``, ... each in a forked child, one after another,
+    stopping after the first that fails or hangs; return their exit codes (``run_forked``)."""
+    exit_codes: list[int | None] = []
+    while len(exit_codes) < times and not any(exit_codes):
+        exit_codes.append(run_forked(functools.partial(action, len(exit_codes)), timeout))
+    return exit_codes

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -16,6 +17,7 @@ import pytest
 
 from celeriac.backends.base import Meta
 from celeriac.backends.sqlite import SQLiteBackend
+from tests.processes import run_forked_repeatedly
 
 WRITER = """
 import sys
@@ -123,3 +125,37 @@ def test_forked_child_opens_its_own_connection_and_wakes_the_parent(
     assert meta == success_meta("from-child")
     assert waited < 2.0
     assert backend.get("before-fork") == success_meta("before-fork")
+
+
+def test_child_forked_while_another_thread_writes_can_store(url: str) -> None:
+    # Regression: SQLite's per-process lock records and mutexes crossed the fork, so a
+    # child forked during the thread's write saw the WAL write lock as taken for ever,
+    # or waited for ever on a mutex nobody in the child would release. The busy timeout
+    # is long because a thread writing without pause can hold SQLite's lock, which is
+    # not fair, through a short one.
+    backend = SQLiteBackend(url, busy_timeout=6.0)
+    is_done, has_written = threading.Event(), threading.Event()
+
+    def count_until_done() -> None:
+        # A chord counter is a transaction of several statements: the thread spends most
+        # of its time inside one.
+        while not is_done.is_set():
+            backend.add_to_chord("parent")
+            has_written.set()
+
+    def store(number: int) -> None:
+        backend.store(f"child-{number}", success_meta(f"child-{number}"))
+
+    writer = threading.Thread(target=count_until_done)
+    writer.start()
+    try:
+        assert has_written.wait(timeout=10)
+        exit_codes = run_forked_repeatedly(store, times=20, timeout=10)
+    finally:
+        is_done.set()
+        writer.join(timeout=10)
+    stored = backend.get_many(f"child-{number}" for number in range(20))
+    backend.close()
+
+    assert exit_codes == [0] * 20
+    assert len(stored) == 20

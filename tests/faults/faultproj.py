@@ -43,3 +43,10 @@ def record(self: Task[..., int], number: int) -> int:
 def poison(self: Task[..., None]) -> None:
     record_run(self.request.id)
     os._exit(1)
+
+
+@app.task(bind=True)
+def hold(self: Task[..., None], seconds: float) -> None:
+    """Record the run, then stay in the task for ``seconds``: a task to kill a process in."""
+    record_run(self.request.id)
+    time.sleep(seconds)

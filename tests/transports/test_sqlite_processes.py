@@ -8,6 +8,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 import warnings
 from contextlib import ExitStack
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from celeriac.backends.sqlite import SQLiteBackend
 from celeriac.protocol.envelope import Envelope
-from celeriac.transports.base import Delivery
+from celeriac.transports.base import Delivery, OutgoingMessage
 from celeriac.transports.sqlite import SQLiteTransport
 from celeriac.transports.wakeup import Wakeup
-from tests.processes import running
+from tests.processes import run_forked_repeatedly, running
 
 PRODUCER = """
 import sys
@@ -68,6 +70,17 @@ deliveries = transport.fetch(["tasks"], 100, 10.0)
 leased_at = time.time()
 bodies = [delivery.envelope.body.decode() for delivery in deliveries]
 sys.stdout.write(json.dumps({"bodies": bodies, "leased_at": leased_at}) + "\\n")
+sys.stdout.flush()
+time.sleep(60)
+"""
+
+READER = """
+import sqlite3, sys, time
+
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN")
+connection.execute("SELECT COUNT(*) FROM messages").fetchall()
+sys.stdout.write("reading\\n")
 sys.stdout.flush()
 time.sleep(60)
 """
@@ -264,3 +277,62 @@ def test_transport_inherited_over_fork_uses_its_own_connection(url: str) -> None
         b"from parent",
     ]
     assert {delivery.delivery_count for delivery in deliveries} == {1}
+
+
+def test_child_forked_while_another_thread_writes_can_write(url: str) -> None:
+    # Regression: SQLite's per-process lock records and mutexes crossed the fork, so a
+    # child forked during the thread's write saw the WAL write lock as taken for ever,
+    # or waited for ever on a mutex nobody in the child would release. The busy timeout
+    # is long because a thread writing without pause can hold SQLite's lock, which is
+    # not fair, through a short one.
+    transport = SQLiteTransport(url, busy_timeout=6.0)
+    is_done, has_written = threading.Event(), threading.Event()
+
+    def publish_until_done() -> None:
+        # A batch is a transaction of several statements: the thread spends most of its
+        # time inside one.
+        batch = [OutgoingMessage("parent", Envelope(b"from parent"))] * 20
+        while not is_done.is_set():
+            transport.publish_many(batch)
+            has_written.set()
+
+    writer = threading.Thread(target=publish_until_done)
+    writer.start()
+    try:
+        assert has_written.wait(timeout=10)
+        exit_codes = run_forked_repeatedly(
+            lambda number: transport.publish("child", Envelope(b"%d" % number)),
+            times=20,
+            timeout=10,
+        )
+    finally:
+        is_done.set()
+        writer.join(timeout=10)
+    published = transport.queue_size("child")
+    transport.close()
+
+    assert exit_codes == [0] * 20
+    assert published == 20
+
+
+def test_a_read_transaction_held_open_elsewhere_blocks_no_writer(url: str, tmp_path: Path) -> None:
+    # The embedded default: broker and result store in one file, both in WAL mode, where
+    # readers never block writers; a short busy timeout turns any wait into a failure.
+    transport = SQLiteTransport(url, busy_timeout=0.5)
+    backend = SQLiteBackend(url, busy_timeout=0.5)
+    transport.publish("tasks", Envelope(b"before"))
+    with running(READER, str(tmp_path / "broker.db"), cwd=tmp_path) as reader:
+        assert read_line(reader, timeout=20) == "reading\n"
+
+        transport.publish_many([OutgoingMessage("tasks", Envelope(b"during"))] * 50)
+        deliveries = fetch_until(transport, 51, timeout=5)
+        transport.ack([delivery.tag for delivery in deliveries])
+        backend.store("during", {"status": "SUCCESS", "result": 1, "task_id": "during"})
+        remaining = transport.queue_size("tasks")
+        stored = backend.get("during")
+    transport.close()
+    backend.close()
+
+    assert len(deliveries) == 51
+    assert remaining == 0
+    assert stored is not None

@@ -2,7 +2,8 @@
 
 ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (``db+sqlite://`` too). The file may
 be the one the SQLite transport uses: this backend keeps to its own table, runs in WAL mode
-with a busy timeout, and gives each thread its own connection, reopened after a fork.
+with a busy timeout, and gives each thread its own connection, none of which crosses a
+fork (``ThreadConnections``).
 Waiters sleep on a cross-process ``Wakeup`` that ``store`` pokes after each ready state,
 in a directory beside the database file and distinct from the transport's.
 
@@ -18,10 +19,8 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from celeriac.backends.chord_table import (
 )
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
 from celeriac.states import READY_STATES
+from celeriac.transports.sqlite_connection import ThreadConnections, immediate_transaction
 from celeriac.transports.wakeup import Wakeup
 
 TABLE = "celeriac_taskmeta"
@@ -114,21 +114,15 @@ _IDS_PER_QUERY = 900
 _Row = tuple[str, str, bytes, str, str]
 
 
-@dataclass(eq=False, slots=True, weakref_slot=True)
-class _ThreadConnection:
-    """One thread's connection; the backend tracks these weakly so dead threads free theirs."""
-
-    connection: sqlite3.Connection
-
-
 class SQLiteBackend:
     """Store results in a table of a SQLite file shared by every process on the host.
 
-    Thread-safe (a connection per thread) and fork-safe (a child opens its own
-    connections on first use). Each call is one autocommitted statement. With no
-    ``accept``, only the backend's own serializer is read back. Options other than
-    ``busy_timeout`` (seconds a writer waits for the file lock) are accepted and ignored,
-    as Celery ignores transport options a backend has no use for.
+    Thread-safe (a connection per thread) and fork-safe (connections are closed before
+    any fork; parent and child open new ones on first use). Each call is one
+    autocommitted statement. With no ``accept``, only the backend's own serializer is
+    read back. Options other than ``busy_timeout`` (seconds a writer waits for the file
+    lock) are accepted and ignored, as Celery ignores transport options a backend has
+    no use for.
     """
 
     def __init__(
@@ -151,7 +145,9 @@ class SQLiteBackend:
         self._chords = ChordTables(
             CHORD_TABLE, PART_TABLE, placeholder="?", blob="BLOB", dialect="sqlite"
         )
-        self._start_process()
+        self._schema_lock = threading.Lock()  # taken only while opening, never across a fork
+        self._has_schema = False
+        self._connections = ThreadConnections(self._connect)
 
     def store(self, task_id: str, meta: Meta) -> None:
         """Store ``meta`` as the task's latest state, unless SUCCESS is already stored."""
@@ -160,8 +156,8 @@ class SQLiteBackend:
         now = time.time()
         expires_at = None if self.expires is None else now + self.expires
         parameters = (task_id, status, body, content_type, content_encoding, now, expires_at)
-        with self._errors_as_backend_error():
-            changed = self._connection().execute(_UPSERT, parameters).rowcount
+        with self._connection() as connection:
+            changed = connection.execute(_UPSERT, parameters).rowcount
         if changed and status in READY_STATES:
             self._wakeup.notify()
 
@@ -208,16 +204,15 @@ class SQLiteBackend:
 
     def forget(self, task_id: str) -> None:
         """Delete what is stored for the task."""
-        with self._errors_as_backend_error():
-            self._connection().execute(_DELETE_ONE, (task_id,))
+        with self._connection() as connection:
+            connection.execute(_DELETE_ONE, (task_id,))
 
     def cleanup(self) -> int:
         """Delete expired results, saved groups and chord counters; return how many results."""
         now = time.time()
         with self._transaction() as execute:
             self._chords.delete_expired(execute, now=now)
-        with self._errors_as_backend_error():
-            connection = self._connection()
+        with self._connection() as connection:
             deleted: int = connection.execute(_DELETE_EXPIRED, (now,)).rowcount
             if self.expires is not None:
                 cutoff = _format_date(now - self.expires)
@@ -227,18 +222,15 @@ class SQLiteBackend:
     def save_group(self, group_id: str, result: ResultTuple) -> None:
         """Store the group's result tuple in ``celery_tasksetmeta``, replacing any stored."""
         body = serialization.dumps(result, serializer=self.serializer)[2]
-        with self._errors_as_backend_error():
-            self._connection().execute(_SAVE_GROUP, (group_id, body, _format_date(time.time())))
+        with self._connection() as connection:
+            connection.execute(_SAVE_GROUP, (group_id, body, _format_date(time.time())))
 
     def restore_group(self, group_id: str) -> ResultTuple | None:
         """Return the group's saved result tuple, or None if none is live."""
         cutoff = None if self.expires is None else _format_date(time.time() - self.expires)
-        with self._errors_as_backend_error():
-            row = (
-                self._connection()
-                .execute(_RESTORE_GROUP, {"group_id": group_id, "cutoff": cutoff})
-                .fetchone()
-            )
+        with self._connection() as connection:
+            parameters = {"group_id": group_id, "cutoff": cutoff}
+            row = connection.execute(_RESTORE_GROUP, parameters).fetchone()
         if row is None:
             return None
         result: ResultTuple = self._decode_value(row[0])
@@ -246,8 +238,8 @@ class SQLiteBackend:
 
     def delete_group(self, group_id: str) -> None:
         """Delete the group's saved result tuple."""
-        with self._errors_as_backend_error():
-            self._connection().execute(_DELETE_GROUP, (group_id,))
+        with self._connection() as connection:
+            connection.execute(_DELETE_GROUP, (group_id,))
 
     def set_chord_size(
         self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
@@ -301,57 +293,36 @@ class SQLiteBackend:
 
     def close(self) -> None:
         """Close every thread's connection; a later call opens new ones."""
-        if self._pid != os.getpid():
-            self._start_process()
-            return
-        with self._lock:
-            opened = list(self._opened)
-            self._opened.clear()
-            self._local = threading.local()
-        for thread_connection in opened:
-            thread_connection.connection.close()
+        self._connections.close()
 
-    def _start_process(self) -> None:
-        """Forget connections and locks inherited from a parent process, if any."""
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._opened: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
-        self._has_schema = False
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
-            self._start_process()
-        thread_connection: _ThreadConnection | None = getattr(self._local, "connection", None)
-        if thread_connection is None:
-            thread_connection = _ThreadConnection(self._connect())
-            self._local.connection = thread_connection
-            with self._lock:
-                self._opened.add(thread_connection)
-        return thread_connection.connection
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Lend this thread's connection; SQLite errors become BackendError."""
+        with self._errors_as_backend_error(), self._connections.lend() as connection:
+            yield connection
 
     def _connect(self) -> sqlite3.Connection:
-        with self._errors_as_backend_error():
-            # Autocommit: every statement is its own transaction, so no lock is held between
-            # calls. check_same_thread is off only so that close() can close all of them.
-            connection = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            try:
-                self._prepare(connection)
-            except sqlite3.Error:
-                connection.close()
-                raise
+        # Autocommit: every statement is its own transaction, so no lock is held between
+        # calls. check_same_thread is off only so that close() and a fork can close all
+        # of them from one thread.
+        connection = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            self._prepare(connection)
+        except sqlite3.Error:
+            connection.close()
+            raise
         return connection
 
     def _prepare(self, connection: sqlite3.Connection) -> None:
         connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
-        with self._lock:
+        with self._schema_lock:
             if not self._has_schema:
                 connection.execute(_SCHEMA)
                 connection.execute(_GROUP_SCHEMA)
@@ -361,19 +332,15 @@ class SQLiteBackend:
                 self._has_schema = True
 
     def _select_one(self, task_id: str) -> _Row | None:
-        with self._errors_as_backend_error():
-            row: _Row | None = (
-                self._connection().execute(_SELECT_ONE, (task_id, time.time())).fetchone()
-            )
+        with self._connection() as connection:
+            row: _Row | None = connection.execute(_SELECT_ONE, (task_id, time.time())).fetchone()
         return row
 
     def _select_many(self, task_ids: Sequence[str]) -> list[_Row]:
         placeholders = ", ".join("?" * len(task_ids))
         query = f"{_SELECT} WHERE task_id IN ({placeholders}) AND {_LIVE}"
-        with self._errors_as_backend_error():
-            rows: list[_Row] = (
-                self._connection().execute(query, (*task_ids, time.time())).fetchall()
-            )
+        with self._connection() as connection:
+            rows: list[_Row] = connection.execute(query, (*task_ids, time.time())).fetchall()
         return rows
 
     @contextmanager
@@ -383,19 +350,12 @@ class SQLiteBackend:
         Taking the lock at BEGIN, not at the first write, means no two transactions can
         both read a chord and then both write it.
         """
-        with self._errors_as_backend_error():
-            connection = self._connection()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+        with self._connection() as connection, immediate_transaction(connection):
 
-                def execute(query: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
-                    return connection.execute(query, parameters).fetchall()
+            def execute(query: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+                return connection.execute(query, parameters).fetchall()
 
-                yield execute
-                connection.execute("COMMIT")
-            finally:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+            yield execute
 
     def _expires_at(self, now: float) -> float | None:
         return None if self.expires is None else now + self.expires

@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,6 +45,7 @@ from celeriac.transports.base import (
     clamp_priority,
     dead_letter_queue,
 )
+from celeriac.transports.sqlite_connection import ThreadConnections, immediate_transaction
 from celeriac.transports.wakeup import Listener, Wakeup
 
 __all__ = ["SQLiteSubscription", "SQLiteTransport", "database_path"]
@@ -187,32 +187,21 @@ def _parse_tag(tag: str) -> tuple[int, int]:
 
 
 class _Database:
-    """The database file: a connection per thread, reopened in a forked child.
-
-    SQLite connections must not cross ``fork``: a child forgets the parent's connections
-    without closing them (closing could disturb the parent's locks) and opens its own.
-    """
+    """The database file: a connection per thread, none across ``fork`` (``ThreadConnections``)."""
 
     def __init__(self, url: str, path: Path, busy_timeout: float) -> None:
         self.url = url
         self.path = path
         self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._inherited: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
+        self._connections = ThreadConnections(self._open)
         self._closed = False
         self._schema_ready = False
 
-    def connection(self) -> sqlite3.Connection:
-        """Return this thread's connection, opening it on first use."""
-        if self._pid != os.getpid():
-            self._forget_parent()
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._open()
-        return connection
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """Lend this thread's connection; SQLite errors become TransportError naming the file."""
+        with self.errors(), self._connections.lend() as connection:
+            yield connection
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -225,42 +214,31 @@ class _Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Run a write transaction, taking the write lock at its start (``BEGIN IMMEDIATE``)."""
-        with self.errors():
-            connection = self.connection()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                connection.execute("COMMIT")
-            finally:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+        with self.connection() as connection, immediate_transaction(connection):
+            yield connection
 
     def write(self, statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Run ``statement`` for each row, all in one transaction."""
         if len(rows) == 1:
-            with self.errors():
-                self.connection().execute(statement, rows[0])
+            with self.connection() as connection:
+                connection.execute(statement, rows[0])
         elif rows:
             with self.transaction() as connection:
                 connection.executemany(statement, rows)
 
     def query(self, statement: str, parameters: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
         """Run one statement on its own and return its rows."""
-        with self.errors():
-            return self.connection().execute(statement, parameters).fetchall()
+        with self.connection() as connection:
+            return connection.execute(statement, parameters).fetchall()
 
     def close(self) -> None:
         """Close every connection this process opened; later use raises TransportError."""
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()
+        self._closed = True
+        self._connections.close()
 
     def _open(self) -> sqlite3.Connection:
-        with self._lock:
-            if self._closed:
-                raise TransportError(f"SQLite broker {redact_url(self.url)} is closed")
+        if self._closed:
+            raise TransportError(f"SQLite broker {redact_url(self.url)} is closed")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
@@ -274,18 +252,14 @@ class _Database:
                 f"cannot open SQLite broker {redact_url(self.url)}: {exc}"
             ) from exc
         try:
-            with self.errors():
-                self._enable_wal(connection)
-                connection.execute("PRAGMA synchronous=NORMAL")
-        except TransportError:
+            self._enable_wal(connection)
+            connection.execute("PRAGMA synchronous=NORMAL")
+            if not self._schema_ready:
+                self._create_schema(connection)
+                self._schema_ready = True
+        except sqlite3.Error:
             connection.close()
             raise
-        with self._lock:
-            self._connections.append(connection)
-        self._local.connection = connection
-        if not self._schema_ready:
-            self._create_schema()
-            self._schema_ready = True
         return connection
 
     def _enable_wal(self, connection: sqlite3.Connection) -> None:
@@ -305,21 +279,15 @@ class _Database:
                     raise
                 time.sleep(0.01)
 
-    def _create_schema(self) -> None:
+    @staticmethod
+    def _create_schema(connection: sqlite3.Connection) -> None:
         """Create the tables if missing; ``user_version`` records the schema they follow."""
-        with self.transaction() as connection:
+        with immediate_transaction(connection):
             for statement in SCHEMA:
                 connection.execute(statement)
             (version,) = connection.execute("PRAGMA user_version").fetchone()
             if version < SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _forget_parent(self) -> None:
-        self._inherited.extend(self._connections)
-        self._connections = []
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._pid = os.getpid()
 
 
 class SQLiteTransport:
@@ -464,8 +432,8 @@ class SQLiteTransport:
 
     def purge(self, queue: str) -> int:
         """Delete every waiting message in ``queue``; return how many."""
-        with self._database.errors():
-            cursor = self._database.connection().execute(
+        with self._database.connection() as connection:
+            cursor = connection.execute(
                 f"DELETE FROM messages WHERE {WAITING}", (queue, time.time())
             )
             return cursor.rowcount
