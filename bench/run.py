@@ -71,6 +71,7 @@ class Row:
 ROWS = [
     Row("Celery", "celery_peer", "prefork", "redis"),
     Row("celeriac", "celeriac_peer", "prefork", "redis"),
+    Row("celeriac", "celeriac_peer", "prefork-events", "redis"),
     Row("celeriac", "celeriac_peer", "threads", "redis"),
     Row("Dramatiq", "dramatiq_peer", "processes", "redis"),
     Row("Huey", "huey_peer", "processes", "redis"),

@@ -31,6 +31,7 @@ from celeriac.transports.base import OutgoingMessage
 
 MODES = {
     "prefork": "`celeriac worker -P prefork -c 2`",
+    "prefork-events": "`celeriac worker -P prefork -c 2 -E` (task events on)",
     "threads": "`celeriac worker -P threads -c 4` (one process)",
 }
 RESULTS = "Redis result backend, `AsyncResult.get()`"
@@ -39,7 +40,7 @@ BATCH = "`transport.publish_many`, 100 messages a call (no public task-level bat
 BATCH_SIZE = 100
 CHORD = "`chord(add.s(i, i) ...)(tsum.s())`, Redis backend"
 CHAIN = "`chain(add.s(0, 1), add.s(1), ...)`"
-CONCURRENCY = {"prefork": "2", "threads": "4"}
+CONCURRENCY = {"prefork": "2", "prefork-events": "2", "threads": "4"}
 
 app = Celeriac("celeriac_peer", broker=BROKER_URL, backend=RESULT_URL, task_default_queue=QUEUE)
 
@@ -82,9 +83,11 @@ def unavailable() -> str | None:
 
 
 def worker_command(mode: str) -> list[str]:
-    """``celeriac worker`` with the pool ``mode``."""
+    """``celeriac worker`` with the pool ``mode`` (``<pool>-events``: with ``-E``)."""
     command = [sys.executable, "-m", "celeriac", "-A", "celeriac_peer", "worker", "-Q", QUEUE]
-    return [*command, "-P", mode, "-c", CONCURRENCY[mode], "-l", "warning"]
+    pool, _, events = mode.partition("-")
+    options = ["-E"] if events else []
+    return [*command, "-P", pool, "-c", CONCURRENCY[mode], "-l", "warning", *options]
 
 
 def run_fill(count: int) -> float:
