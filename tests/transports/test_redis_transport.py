@@ -35,7 +35,7 @@ from celeriac.transports.base import (
 from celeriac.transports.redis import RedisTransport
 from celeriac.transports.redis_keys import Tag, queue_keys
 from tests.processes import running
-from tests.servers import require
+from tests.servers import private_redis, require
 
 OpenTransport = Callable[..., RedisTransport]
 
@@ -527,3 +527,34 @@ def test_broadcasts_are_scoped_by_the_key_prefix(url: str, prefix: str) -> None:
 
 def bodies_of(envelopes: list[Envelope]) -> list[str]:
     return [item.body.decode() for item in envelopes]
+
+
+def test_entries_of_a_fetch_whose_reply_was_lost_are_delivered_after_the_failure(
+    tmp_path: Path,
+) -> None:
+    with private_redis(tmp_path, appendonly=True) as server:
+        transport = RedisTransport(server.url)
+        for body in ("held", "lost", "next"):
+            transport.publish("tasks", Envelope(body=body.encode()))
+        [held] = transport.fetch(["tasks"], 1, 1.0)
+        stream = queue_keys("", "tasks").stream(0)
+        with redis.Redis.from_url(server.url) as raw:
+            # What a fetch cut off after the server ran it leaves: an entry pending under
+            # this consumer that the transport never handed out.
+            raw.xreadgroup("celeriac", transport.consumer_id, {stream: ">"}, count=1)
+        server.stop()
+        with pytest.raises(TransportError):
+            transport.fetch(["tasks"], 1, 0.1)
+        server.start()
+
+        [recovered] = transport.fetch(["tasks"], 5, 1.0)
+        transport.ack([held.tag, recovered.tag])
+        [after] = transport.fetch(["tasks"], 5, 1.0)
+        transport.ack([after.tag])
+        leftover = transport.fetch(["tasks"], 5, 0.2)
+        transport.close()
+
+    assert recovered.envelope.body == b"lost"
+    assert recovered.delivery_count == 1
+    assert after.envelope.body == b"next"
+    assert leftover == []

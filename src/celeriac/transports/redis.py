@@ -37,6 +37,7 @@ import itertools
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -57,7 +58,6 @@ from celeriac.transports.base import (
     Delivery,
     OutgoingMessage,
     TransportError,
-    accepts_routing_key,
     clamp_priority,
     dead_letter_queue,
 )
@@ -70,8 +70,9 @@ from celeriac.transports.redis_keys import (
     check_prefix,
     queue_keys,
 )
+from celeriac.transports.redis_subscription import RedisSubscription
 
-__all__ = ["RedisSubscription", "RedisTransport"]
+__all__ = ["RedisTransport"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,6 @@ SCRIPT_NAMES = (
     "heartbeat",
 )
 FETCH_RESULT_FIELDS = 6
-SUBSCRIBE_TIMEOUT = 10.0
-# A subscription's wait is cut into slices this long so that ``close`` is noticed.
-SUBSCRIPTION_SLICE = 1.0
 
 
 @functools.cache
@@ -139,6 +137,11 @@ class RedisTransport:
         self._rotation = itertools.count()
         self._subscriptions: set[RedisSubscription] = set()
         self._closed = False
+        # Entries handed to the worker and not settled yet, and whether a fetch failed
+        # since the last look for entries whose fetch reply was lost (see ``_orphans``).
+        self._handed_out: set[tuple[str, int, str]] = set()
+        self._handed_lock = threading.Lock()
+        self._may_have_orphans = False
 
     @property
     def consumer_id(self) -> str:
@@ -188,8 +191,22 @@ class RedisTransport:
         unique = list(dict.fromkeys(queues))
         if not unique or max_messages < 1:
             return []
+        try:
+            deliveries = self._fetch(unique, max_messages, timeout)
+        except TransportError:
+            self._may_have_orphans = True
+            raise
+        self._hand_out(deliveries)
+        return deliveries
+
+    def _fetch(self, unique: list[str], max_messages: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         self._ensure_groups(unique)
+        if self._may_have_orphans:
+            orphans = self._orphans(unique, max_messages)
+            self._may_have_orphans = len(orphans) >= max_messages
+            if orphans:
+                return orphans
         while True:
             start = next(self._rotation) % len(unique)
             ordered = unique[start:] + unique[:start]
@@ -201,6 +218,72 @@ class RedisTransport:
             deliveries = self._wait_for_new(ordered, max_messages, pause)
             if deliveries:
                 return deliveries
+
+    def _hand_out(self, deliveries: list[Delivery]) -> None:
+        if deliveries:
+            with self._handed_lock:
+                self._handed_out.update(_entry_of(delivery.tag) for delivery in deliveries)
+
+    def _settled(self, tags: Sequence[str]) -> None:
+        with self._handed_lock:
+            self._handed_out.difference_update(_entry_of(tag) for tag in tags)
+
+    def _orphans(self, queues: list[str], max_messages: int) -> list[Delivery]:
+        """Entries Redis gave this consumer whose fetch reply never arrived.
+
+        A fetch cut off by a lost connection may have run on the server: its entries are
+        then pending under this live consumer, which nobody else may claim, yet were never
+        handed to the worker. After a failed fetch, this consumer's pending entries that
+        it did not hand out are delivered again, as they stand in the pending list.
+        """
+        streams = [
+            (queue, priority, stream)
+            for queue in queues
+            for priority, stream in zip(
+                PRIORITY_ORDER, self._queue_keys(queue).streams, strict=True
+            )
+        ]
+        pipeline = self._client.pipeline(transaction=False)
+        for _, _, stream in streams:
+            pipeline.xpending_range(stream, GROUP, "-", "+", max_messages, self.consumer_id)
+        with self._errors():
+            # A stream without the group (a restarted Redis that kept nothing) has nothing
+            # pending: its error is skipped, and the next lease makes the group again.
+            pending_lists = pipeline.execute(raise_on_error=False)
+        with self._handed_lock:
+            handed_out = set(self._handed_out)
+        lost: list[tuple[Tag, str]] = []
+        for (queue, priority, stream), pending in zip(streams, pending_lists, strict=True):
+            if isinstance(pending, Exception):
+                continue
+            for entry in pending:
+                entry_id = _text(entry["message_id"])
+                tag = Tag(queue, priority, entry_id, int(entry["times_delivered"]), 0)
+                if _entry_of(str(tag)) not in handed_out:
+                    lost.append((tag, stream))
+        lost = lost[:max_messages]
+        if not lost:
+            return []
+        pipeline = self._client.pipeline(transaction=False)
+        for tag, stream in lost:
+            pipeline.xrange(stream, tag.entry_id, tag.entry_id, 1)
+        with self._errors():
+            entries = pipeline.execute()
+        deliveries = []
+        for (tag, _), found in zip(lost, entries, strict=True):
+            if found:
+                fields = found[0][1]
+                earlier = int(fields.get(b"c", 0))
+                recovered = Tag(tag.queue, tag.priority, tag.entry_id, tag.times, earlier)
+                delivery = self._delivery(recovered, fields.get(b"e", b""))
+                if delivery is not None:
+                    deliveries.append(delivery)
+        if deliveries:
+            logger.warning(
+                "Recovered %d message(s) whose fetch was cut off by a lost connection",
+                len(deliveries),
+            )
+        return deliveries
 
     def ack(self, tags: Sequence[str]) -> None:
         """Delete delivered messages; tags of older deliveries are ignored."""
@@ -255,6 +338,7 @@ class RedisTransport:
             self._scripts["dead_letter"](keys, [GROUP, *arguments], client=pipeline)
         with self._errors():
             pipeline.execute()
+        self._settled(tags)
 
     def extend_lease(self, tags: Sequence[str]) -> None:
         """Renew this consumer's heartbeat in the queues of ``tags`` for ``lease_seconds``."""
@@ -446,17 +530,18 @@ class RedisTransport:
                 self._scripts["settle"](
                     [*keys.streams, keys.delayed], [GROUP, mode, ready_at, *arguments]
                 )
-            return
-        if not by_queue:
-            return
-        pipeline = self._client.pipeline(transaction=False)
-        for queue, arguments in by_queue.items():
-            keys = self._queue_keys(queue)
-            self._scripts["settle"](
-                [*keys.streams, keys.delayed], [GROUP, mode, ready_at, *arguments], client=pipeline
-            )
-        with self._errors():
-            pipeline.execute()
+        elif by_queue:
+            pipeline = self._client.pipeline(transaction=False)
+            for queue, arguments in by_queue.items():
+                keys = self._queue_keys(queue)
+                self._scripts["settle"](
+                    [*keys.streams, keys.delayed],
+                    [GROUP, mode, ready_at, *arguments],
+                    client=pipeline,
+                )
+            with self._errors():
+                pipeline.execute()
+        self._settled(tags)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -465,6 +550,16 @@ class RedisTransport:
             yield
         except redis.RedisError as exc:
             raise TransportError(f"Redis broker {redact_url(self.url)}: {exc}") from exc
+
+
+def _entry_of(tag: str) -> tuple[str, int, str]:
+    """The stream entry a delivery tag names: queue, priority and entry id."""
+    parsed = Tag.parse(tag)
+    return parsed.queue, parsed.priority, parsed.entry_id
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _delayed_member(envelope: Envelope, priority: int) -> str:
@@ -484,70 +579,3 @@ def _with_reason(raw: bytes, queue: str, reason: str) -> bytes | str:
     envelope.headers[DEAD_LETTER_REASON_HEADER] = reason
     envelope.headers[DEAD_LETTER_QUEUE_HEADER] = queue
     return envelope.to_json()
-
-
-class RedisSubscription:
-    """A reader of one broadcast channel through Redis pub/sub, on its own connection.
-
-    ``subscribe`` returns once Redis confirmed the subscription, so nothing broadcast
-    after it is missed. Use it from one thread at a time.
-    """
-
-    def __init__(
-        self, client: redis.Redis, channel: str, url: str, routing_key: str | None = None
-    ) -> None:
-        self._url = url
-        self._routing_key = routing_key
-        self._pubsub = client.pubsub()
-        self._closed = False
-        with self._errors():
-            self._pubsub.subscribe(channel)
-            deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
-            while (remaining := deadline - time.monotonic()) > 0:
-                message = self._pubsub.get_message(timeout=remaining)
-                if message is not None and message["type"] == "subscribe":
-                    return
-        self._pubsub.close()
-        raise TransportError(f"Redis broker {redact_url(url)} did not confirm the subscription")
-
-    def get(self, timeout: float) -> list[Envelope]:
-        """Return the envelopes broadcast since the last call, waiting up to ``timeout``."""
-        deadline = time.monotonic() + timeout
-        envelopes: list[Envelope] = []
-        with self._errors():
-            wait = timeout
-            while not self._closed:
-                message = self._pubsub.get_message(timeout=min(wait, SUBSCRIPTION_SLICE))
-                if message is not None:
-                    if message["type"] == "message":
-                        self._add(envelopes, message["data"])
-                    wait = 0.0
-                    continue
-                remaining = deadline - time.monotonic()
-                if envelopes or remaining <= 0:
-                    break
-                wait = remaining
-        return envelopes
-
-    def close(self) -> None:
-        """Unsubscribe and close the connection; calling it again does nothing."""
-        if self._closed:
-            return
-        self._closed = True
-        self._pubsub.close()
-
-    def _add(self, envelopes: list[Envelope], raw: bytes) -> None:
-        try:
-            envelope = Envelope.from_json(raw)
-        except DecodeError as exc:
-            logger.error("broadcast on %s is not an envelope: %s", redact_url(self._url), exc)
-            return
-        if accepts_routing_key(self._routing_key, envelope):
-            envelopes.append(envelope)
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except redis.RedisError as exc:
-            raise TransportError(f"Redis broker {redact_url(self._url)}: {exc}") from exc
