@@ -234,12 +234,12 @@ def test_custom_commands_registered_with_celery_decorators(
 
 def test_async_result_and_group_result_revoke(start_worker: StartWorker, client: Celeriac) -> None:
     start_worker(concurrency=1)
-    blocker = client.send_task("sigproj.slow", (2.0,))
+    blocker = client.send_task("sigproj.slow", (5.0,))
     single = client.send_task("sigproj.add", (1, 1))
     members = group(client.signature("sigproj.add", (n, n)) for n in range(2)).apply_async()
 
-    replies = single.revoke(wait=True, timeout=2.0)
     members.revoke()
+    replies = single.revoke(wait=True, timeout=2.0)
     blocker.get(timeout=15)
 
     assert replies == [{NODE: {"ok": f"tasks {{{single.id!r}}} flagged as revoked"}}]

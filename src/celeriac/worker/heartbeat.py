@@ -80,9 +80,11 @@ class Heart:
     def flush_soon(self) -> None:
         """A task event was batched: send the batch within ``flush_delay`` seconds.
 
-        Given to the dispatcher as ``on_send_buffered``; cheap, as it runs for every event.
+        Given to the dispatcher as ``on_send_buffered``; it runs for every event, so it
+        takes the event's lock only when the flag is not set yet.
         """
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def stop(self) -> None:
         """Stop beating, send what waits and announce the worker offline."""
