@@ -104,7 +104,9 @@ class PrivateRedis:
     Tests that take the broker away use one, never the shared server on 6379.
     """
 
-    def __init__(self, folder: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, folder: Path, *, appendonly: bool = False, password: str | None = None
+    ) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             reason = "redis-server is not installed (apt-get install redis-server)"
@@ -114,6 +116,7 @@ class PrivateRedis:
         self.executable = executable
         self.folder = folder
         self.appendonly = appendonly
+        self.password = password
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -123,6 +126,8 @@ class PrivateRedis:
         command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--dir", str(self.folder)]
         command += ["--appendonly", "yes" if self.appendonly else "no"]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
         log = (self.folder / f"redis-{self.port}.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -149,10 +154,11 @@ class PrivateRedis:
 
 @contextmanager
 def private_redis(
-    folder: Path, *, started: bool = True, appendonly: bool = False
+    folder: Path, *, started: bool = True, appendonly: bool = False, password: str | None = None
 ) -> Iterator[PrivateRedis]:
-    """A :class:`PrivateRedis`, killed on the way out whatever happened."""
-    server = PrivateRedis(folder, appendonly=appendonly)
+    """A :class:`PrivateRedis` (with ``password``, one that requires it), killed on the way
+    out whatever happened."""
+    server = PrivateRedis(folder, appendonly=appendonly, password=password)
     try:
         if started:
             server.start()

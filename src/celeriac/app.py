@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
-from celeriac import current, signals
+from celeriac import current, signals, store_location
 from celeriac.amqp import AMQP
 from celeriac.backends.base import Meta, ResultBackend
 from celeriac.config import Settings, settings_module_from_envvar, settings_source
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_SQLITE_URL = "sqlite:///celeriac.sqlite3"
 BROKER_ENVIRONMENT = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL")
 BACKEND_ENVIRONMENT = ("CELERIAC_RESULT_BACKEND", "CELERY_RESULT_BACKEND")
 
@@ -138,6 +137,8 @@ class Celeriac:
         self._producer_pool: ProducerPool | None = None
         self._lock = threading.Lock()
         self._origin: tuple[int, str] = (0, "")
+        self._source_file = store_location.defining_file(self)
+        self._embedded_url: str | None = None
         from celeriac.builtins import register_builtins
 
         register_builtins(self)
@@ -183,6 +184,23 @@ class Celeriac:
         self.finalized = True
         self.on_after_configure.send(sender=self, source=self.conf)
         self.on_after_finalize.send(sender=self)
+
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: str | bytes | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Set up message signing, process-wide (``celeriac.security.setup_security``)."""
+        from celeriac.security import setup_security
+
+        setup_security(
+            allowed_serializers, key, key_password, cert, store, digest, serializer, app=self
+        )
 
     def autodiscover_tasks(
         self,
@@ -325,8 +343,22 @@ class Celeriac:
 
     @property
     def broker_url(self) -> str:
-        """The broker URL in force: the setting, the environment, or the embedded SQLite file."""
-        return self.conf.broker_url or _from_environment(BROKER_ENVIRONMENT) or DEFAULT_SQLITE_URL
+        """The broker URL in force: the setting, the environment, or the embedded SQLite file.
+
+        The embedded file lies beside the module that created the app (``store_location``),
+        so a worker and its clients agree on it from any working directory.
+        """
+        return (
+            self.conf.broker_url
+            or _from_environment(BROKER_ENVIRONMENT)
+            or self.embedded_store_url()
+        )
+
+    def embedded_store_url(self) -> str:
+        """The URL of the SQLite file used when no broker URL is configured."""
+        if self._embedded_url is None:
+            self._embedded_url = store_location.default_sqlite_url(self.main, self._source_file)
+        return self._embedded_url
 
     @property
     def result_backend_url(self) -> str | None:

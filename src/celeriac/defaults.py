@@ -24,6 +24,7 @@ NUMBER = (int, float)
 OPTIONAL_NUMBER = (int, float, type(None))
 OPTIONAL_STR = (str, type(None))
 SEQUENCE = (list, tuple, set, frozenset)
+OPTIONAL_SECRET = (str, bytes, type(None))
 
 DEFAULT_PUBLISH_RETRY_POLICY = {
     "max_retries": 3,
@@ -136,6 +137,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("control_exchange", "celery", str, "Prefix of the control exchange."),
     Setting("control_queue_ttl", 300.0, OPTIONAL_NUMBER, "Control message TTL."),
     Setting("control_queue_expires", 10.0, OPTIONAL_NUMBER, "Control queue expiry."),
+    # security: message signing, set up by app.setup_security() (celeriac.security)
+    Setting("security_key", None, OPTIONAL_STR, "PEM file of the RSA key that signs (auth)."),
+    Setting("security_key_password", None, OPTIONAL_SECRET, "Password of security_key."),
+    Setting("security_certificate", None, OPTIONAL_STR, "PEM file of security_key's certificate."),
+    Setting("security_cert_store", None, OPTIONAL_STR, "Folder or glob of trusted certificates."),
+    Setting("security_digest", "sha256", str, "Hash used in message signatures."),
+    Setting(
+        "security_hmac_key",
+        None,
+        OPTIONAL_SECRET,
+        "Shared secret of the hmac serializer, 32 bytes or more (celeriac's own).",
+    ),
+    Setting(
+        "security_max_age",
+        3600.0,
+        OPTIONAL_NUMBER,
+        "Seconds after signing (or its eta) a task message is refused; none: never"
+        " (celeriac's own).",
+    ),
     # beat
     Setting("beat_schedule", {}, dict, "Periodic tasks."),
     Setting(

@@ -14,8 +14,10 @@ Hierarchy::
     │   ├── IncompleteStream
     │   ├── ChordError
     │   ├── OperationalError            broker or result store unreachable
-    │   ├── DecodeError                 a message that cannot be decoded
-    │   │   └── ContentDisallowed       a content type not in accept_content
+    │   ├── SerializationError          kombu's base of the two below
+    │   │   ├── EncodeError             a value the serializer cannot encode
+    │   │   └── DecodeError             a message that cannot be decoded
+    │   │       └── ContentDisallowed   a content type not in accept_content
     │   └── SecurityError
     ├── TaskPredicate                   control flow raised inside a task
     │   ├── Retry
@@ -91,7 +93,19 @@ class OperationalError(CeleriacError):
     """The broker or result store could not be reached or refused the operation."""
 
 
-class DecodeError(CeleriacError):
+class SerializationError(CeleriacError):
+    """A value could not be encoded or decoded (kombu's ``SerializationError``)."""
+
+
+class EncodeError(SerializationError):
+    """A value could not be encoded: task arguments or a return value the serializer refuses.
+
+    Stored results name it ``kombu.exceptions.EncodeError``, so a Celery reader catches it
+    with the class it knows.
+    """
+
+
+class DecodeError(SerializationError):
     """A message body could not be decoded."""
 
 

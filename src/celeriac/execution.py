@@ -31,7 +31,7 @@ from celeriac.canvas.group import group
 from celeriac.canvas.signature import Signature, maybe_signature, option_list
 from celeriac.context import Context
 from celeriac.current import task_running
-from celeriac.exceptions import Ignore, Reject, Retry
+from celeriac.exceptions import EncodeError, Ignore, Reject, Retry
 from celeriac.protocol.result_meta import build_meta
 from celeriac.result import AsyncResult, EagerResult, GroupResult
 from celeriac.task import Task, current_request_options
@@ -209,9 +209,16 @@ def _report_to_chord(task: Task[Any, Any], request: Context, state: str, result:
 
 
 def _on_success(task: Task[Any, Any], request: Context, retval: Any, eager: bool) -> TraceOutcome:
-    _run_callbacks(task, request, retval, eager)
-    store_state(task, request, states.SUCCESS, retval)
-    _report_to_chord(task, request, states.SUCCESS, retval)
+    # As in Celery's tracer, a return value that cannot be sent on or stored fails the task.
+    try:
+        _run_callbacks(task, request, retval, eager)
+    except EncodeError as exc:
+        return _on_failure(task, request, exc, eager)
+    try:
+        store_state(task, request, states.SUCCESS, retval)
+        _report_to_chord(task, request, states.SUCCESS, retval)
+    except EncodeError as exc:
+        return _on_failure(task, request, unencodable_result(task, exc), eager)
     if eager:
         # As in Celery, an error in the handler reaches the caller of apply().
         task.on_success(retval, request.id or "", request.args, request.kwargs)
@@ -221,6 +228,18 @@ def _on_success(task: Task[Any, Any], request: Context, retval: Any, eager: bool
         )
     signals.task_success.send(sender=task, result=retval)
     return TraceOutcome(states.SUCCESS, retval)
+
+
+def unencodable_result(task: Task[Any, Any], exc: EncodeError) -> EncodeError:
+    """Say which task returned a value the result serializer cannot encode, and what to change."""
+    serializer = task.app.conf.result_serializer
+    error = EncodeError(
+        f"Task {task.name} returned a value the {serializer} serializer cannot encode ({exc})."
+        f" Return values {serializer} can encode, or choose a serializer that can with the"
+        " result_serializer setting (and accept it with result_accept_content)."
+    )
+    error.__cause__ = exc  # the logged traceback then shows where encoding failed
+    return error
 
 
 def _on_retry(task: Task[Any, Any], request: Context, retry: Retry) -> TraceOutcome:
@@ -238,10 +257,11 @@ def _on_failure(
     task: Task[Any, Any], request: Context, exc: BaseException, eager: bool
 ) -> TraceOutcome:
     einfo = ExceptionInfo.from_exception(exc)
+    name = request.shadow or task.name
     if isinstance(exc, task.throws):
-        logger.info("Task %s[%s] raised expected: %r", task.name, request.id, exc)
+        logger.info("Task %s[%s] raised expected: %r", name, request.id, exc)
     elif not eager:
-        logger.error("Task %s[%s] raised unexpected: %r", task.name, request.id, exc, exc_info=exc)
+        logger.error("Task %s[%s] raised unexpected: %r", name, request.id, exc, exc_info=exc)
     store_state(task, request, states.FAILURE, exc, traceback=einfo.traceback, is_error=True)
     _report_to_chord(task, request, states.FAILURE, exc)
     run_errbacks(task.app, request, exc, einfo.traceback, eager=eager)
@@ -433,4 +453,5 @@ __all__ = [
     "run_errbacks",
     "store_state",
     "trace_task",
+    "unencodable_result",
 ]

@@ -20,7 +20,13 @@ from typing import Any
 from celeriac.exceptions import QueueNotFound
 from celeriac.protocol.envelope import Envelope
 from celeriac.serialization import compress, dumps
-from celeriac.transports.base import OutgoingMessage, Transport, TransportError, clamp_priority
+from celeriac.transports.base import (
+    BrokerRefused,
+    OutgoingMessage,
+    Transport,
+    TransportError,
+    clamp_priority,
+)
 
 __all__ = ["DEFAULT_RETRY_POLICY", "Bindings", "Producer", "retry_over_time", "transport_of"]
 
@@ -60,6 +66,8 @@ def retry_over_time(
 ) -> None:
     """Call ``operation`` again while it raises TransportError, as a Celery retry policy says.
 
+    A ``BrokerRefused`` (wrong credentials, say) is raised at once: retrying cannot help.
+
     ``max_retries`` counts the attempts after the first (None: retry forever); the wait
     starts at ``interval_start`` seconds and grows by ``interval_step`` up to
     ``interval_max``. ``errback(exc, interval)`` is told of each failure that will be retried.
@@ -76,6 +84,8 @@ def retry_over_time(
     while True:
         try:
             operation()
+        except BrokerRefused:
+            raise
         except TransportError as exc:
             if max_retries is not None and retries >= max_retries:
                 raise

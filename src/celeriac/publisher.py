@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
 from celeriac.current import get_current_task
-from celeriac.exceptions import QueueNotFound
+from celeriac.exceptions import EncodeError, QueueNotFound
 from celeriac.messaging import Producer, retry_over_time, transport_of
 from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.message import build_task_message
@@ -210,42 +210,46 @@ def send_task_message(
         priority = conf.task_default_priority or 0
     callbacks = _signature_list(link)
     errbacks = _signature_list(link_error)
-    envelope = build_task_message(
-        name,
-        task_id,
-        args,
-        kwargs,
-        serializer=options.get("serializer") or conf.task_serializer,
-        compression=options.get("compression") or conf.task_compression,
-        eta=eta_moment,
-        expires=_expires_of(expires, now),
-        retries=retries or 0,
-        time_limit=time_limit,
-        soft_time_limit=soft_time_limit,
-        root_id=root_id,
-        parent_id=parent_id,
-        group_id=group_id,
-        group_index=group_index,
-        shadow=shadow,
-        origin=app.origin,
-        ignore_result=options.get("ignore_result"),
-        callbacks=callbacks,
-        errbacks=errbacks,
-        chain=chain,
-        chord=chord,
-        reply_to=reply_to or app.oid,
-        priority=clamp_priority(priority),
-        delivery_mode=options.get("delivery_mode") or conf.task_default_delivery_mode,
-        exchange=route.exchange,
-        routing_key=route.routing_key,
-        headers=headers,
-        replaced_task_nesting=options.get("replaced_task_nesting") or 0,
-        stamped_headers=options.get("stamped_headers"),
-        stamps=options.get("stamps"),
-        argsrepr=options.get("argsrepr"),
-        kwargsrepr=options.get("kwargsrepr"),
-        now=lambda: now,
-    )
+    serializer = options.get("serializer") or conf.task_serializer
+    try:
+        envelope = build_task_message(
+            name,
+            task_id,
+            args,
+            kwargs,
+            serializer=serializer,
+            compression=options.get("compression") or conf.task_compression,
+            eta=eta_moment,
+            expires=_expires_of(expires, now),
+            retries=retries or 0,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            root_id=root_id,
+            parent_id=parent_id,
+            group_id=group_id,
+            group_index=group_index,
+            shadow=shadow,
+            origin=app.origin,
+            ignore_result=options.get("ignore_result"),
+            callbacks=callbacks,
+            errbacks=errbacks,
+            chain=chain,
+            chord=chord,
+            reply_to=reply_to or app.oid,
+            priority=clamp_priority(priority),
+            delivery_mode=options.get("delivery_mode") or conf.task_default_delivery_mode,
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            headers=headers,
+            replaced_task_nesting=options.get("replaced_task_nesting") or 0,
+            stamped_headers=options.get("stamped_headers"),
+            stamps=options.get("stamps"),
+            argsrepr=options.get("argsrepr"),
+            kwargsrepr=options.get("kwargsrepr"),
+            now=lambda: now,
+        )
+    except EncodeError as exc:
+        raise unencodable_arguments(name, serializer, exc) from exc
     embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
     body = (args, kwargs, embed)
     policy = dict(conf.task_publish_retry_policy, **(retry_policy or {}))
@@ -293,6 +297,16 @@ def send_task_message(
     if add_to_parent and parent is not None and parent.trail and parent_id is not None:
         parent.request.children.append(result)
     return result
+
+
+def unencodable_arguments(name: str, serializer: str, exc: EncodeError) -> EncodeError:
+    """Say which task's arguments could not be encoded, and which settings to change."""
+    return EncodeError(
+        f"Cannot send task {name}: its arguments hold a value the {serializer} serializer"
+        f" cannot encode ({exc}). Send values {serializer} can encode, or choose a"
+        " serializer that can (the task_serializer setting, or serializer= on the call)"
+        " and add it to the worker's accept_content."
+    )
 
 
 def _after_publish(

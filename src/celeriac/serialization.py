@@ -19,12 +19,12 @@ import lzma
 import pickle
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from celeriac.exceptions import ContentDisallowed, DecodeError, ImproperlyConfigured
+from celeriac.exceptions import ContentDisallowed, DecodeError, EncodeError, ImproperlyConfigured
 
 __all__ = [
     "Codec",
@@ -35,6 +35,7 @@ __all__ = [
     "loads",
     "normalize_accept",
     "register",
+    "serializer_name",
 ]
 
 # Content encodings whose payload is handed to the decoder as bytes, not text.
@@ -50,6 +51,8 @@ class Codec:
 
     ``encoder`` returns text or bytes; ``decoder`` receives text for text encodings and bytes
     for ``binary``, as kombu's registry does, so codecs written for Celery work unchanged.
+    A signing codec (``celeriac.security``) also has ``message_encoder``/``message_decoder``,
+    which take a task message's headers as well, so that its signature can cover them.
     """
 
     name: str
@@ -57,6 +60,8 @@ class Codec:
     content_encoding: str
     encoder: Callable[[Any], str | bytes]
     decoder: Callable[[Any], Any]
+    message_encoder: Callable[[Any, Mapping[str, Any]], str | bytes] | None = None
+    message_decoder: Callable[[Any, Mapping[str, Any]], Any] | None = None
 
 
 _codecs_by_name: dict[str, Codec] = {}
@@ -69,9 +74,14 @@ def register(
     decoder: Callable[[Any], Any],
     content_type: str,
     content_encoding: str = "utf-8",
+    *,
+    message_encoder: Callable[[Any, Mapping[str, Any]], str | bytes] | None = None,
+    message_decoder: Callable[[Any, Mapping[str, Any]], Any] | None = None,
 ) -> None:
     """Add or replace a serializer, as ``kombu.serialization.register`` does."""
-    codec = Codec(name, content_type, content_encoding, encoder, decoder)
+    codec = Codec(
+        name, content_type, content_encoding, encoder, decoder, message_encoder, message_decoder
+    )
     previous = _codecs_by_name.get(name)
     if previous is not None:
         _codecs_by_type.pop(previous.content_type, None)
@@ -94,15 +104,30 @@ def get_codec(name_or_content_type: str) -> Codec:
     return codec
 
 
-def dumps(obj: Any, serializer: str = "json") -> tuple[str, str, bytes]:
+def dumps(
+    obj: Any, serializer: str = "json", *, headers: Mapping[str, Any] | None = None
+) -> tuple[str, str, bytes]:
     """Serialize ``obj``; return ``(content_type, content_encoding, data)``.
+
+    ``headers`` are those of the task message ``obj`` is the body of, for a signing codec.
 
     Raises:
         ImproperlyConfigured: unknown serializer, or its library is not installed.
-        TypeError: the JSON codec met a value it cannot represent.
+        EncodeError: the codec cannot encode a value in ``obj``; the message names its
+            type, and the codec's own error is chained.
     """
     codec = get_codec(serializer)
-    payload = codec.encoder(obj)
+    try:
+        if headers is not None and codec.message_encoder is not None:
+            payload = codec.message_encoder(obj, headers)
+        else:
+            payload = codec.encoder(obj)
+    except ImproperlyConfigured:
+        raise
+    except Exception as exc:
+        # Encoders raise TypeError, ValueError (circular references), PicklingError and
+        # more, as kombu's do; callers catch one type, as with kombu's EncodeError.
+        raise EncodeError(str(exc) or repr(exc)) from exc
     if isinstance(payload, str):
         payload = payload.encode(codec.content_encoding)
     return codec.content_type, codec.content_encoding, payload
@@ -114,11 +139,13 @@ def loads(
     content_encoding: str,
     *,
     accept: Collection[str] | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> Any:
     """Deserialize a payload, refusing content types outside ``accept`` when it is given.
 
     ``accept`` may hold serializer names or content types. A payload with no content type is
     raw data (kombu's ``application/data``): ``None`` when empty, the bytes otherwise.
+    ``headers`` are those of the task message the payload is the body of, for a signing codec.
 
     Raises:
         ContentDisallowed: the content type is not accepted.
@@ -135,15 +162,25 @@ def loads(
     if codec is None:
         raise DecodeError(f"no serializer registered for content type {content_type!r}")
     try:
-        if content_encoding in _BINARY_ENCODINGS or codec.content_encoding in _BINARY_ENCODINGS:
-            return codec.decoder(data)
-        return codec.decoder(data.decode(content_encoding or "utf-8"))
+        binary = (
+            content_encoding in _BINARY_ENCODINGS or codec.content_encoding in _BINARY_ENCODINGS
+        )
+        payload = data if binary else data.decode(content_encoding or "utf-8")
+        if headers is not None and codec.message_decoder is not None:
+            return codec.message_decoder(payload, headers)
+        return codec.decoder(payload)
     except DecodeError:
         raise
     except Exception as exc:
         # Decoders (pickle above all) raise a wide variety of errors on bad input; callers need
         # one type to reject the message with, and the cause stays chained.
         raise DecodeError(f"cannot decode {content_type} payload: {exc!r}") from exc
+
+
+def serializer_name(content_type: str) -> str | None:
+    """Return the name of the serializer for ``content_type`` (``pickle``), None if unknown."""
+    codec = _codecs_by_type.get(content_type)
+    return codec.name if codec is not None else None
 
 
 def _is_accepted(content_type: str, codec: Codec | None, accept: Collection[str]) -> bool:

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from celeriac import serialization
-from celeriac.exceptions import ContentDisallowed, DecodeError, ImproperlyConfigured
+from celeriac.exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    EncodeError,
+    ImproperlyConfigured,
+    SerializationError,
+)
 
 # Captured from a Celery 5.7 client (celery-wire-captures.txt): a task body compressed with
 # compression="gzip" and a task body sent with serializer="pickle".
@@ -126,8 +132,11 @@ def test_json_refuses_unserializable_objects_naming_the_type() -> None:
     class Opaque:
         pass
 
-    with pytest.raises(TypeError, match="Opaque"):
+    with pytest.raises(EncodeError, match="Opaque") as caught:
         serialization.dumps({"value": Opaque()})
+
+    assert isinstance(caught.value, SerializationError)
+    assert isinstance(caught.value.__cause__, TypeError)
 
 
 def test_invalid_json_raises_decode_error() -> None:

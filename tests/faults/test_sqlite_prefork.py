@@ -10,6 +10,7 @@ out the 30 s busy timeout and failed with "database is locked" (7 of 300 tasks r
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -27,7 +28,8 @@ from tests.faults.support import FaultBroker, faultproj_worker
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
 EMBEDDED = FaultBroker("")
-"""No broker or result URL: the worker uses celeriac.sqlite3 in its working folder."""
+"""No broker or result URL: the worker uses .celeriac/celeriac.sqlite3 beside the module
+that makes its app, a copy of faultproj in its working folder (which -A searches first)."""
 KILLS = 20
 """Children killed one after another: before the fix about one replacement in eight was
 forked while a worker thread was writing, and hung."""
@@ -44,7 +46,8 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celeriac
         "CELERY_RESULT_BACKEND",
     ):
         monkeypatch.delenv(name, raising=False)
-    url = f"sqlite:///{tmp_path / 'celeriac.sqlite3'}"
+    shutil.copy(Path(__file__).with_name("faultproj.py"), tmp_path)
+    url = f"sqlite:///{tmp_path / '.celeriac' / 'celeriac.sqlite3'}"
     app = Celeriac("client", broker=url, backend=url)
     yield app
     app.close()

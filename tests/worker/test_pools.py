@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import ImproperlyConfigured, WorkerLostError
 from celeriac.worker.pools import POOLS, create_pool
 from celeriac.worker.pools.base import Job, JobOutcome, Pool
 from tests.worker.support import Outcomes, PoolFactory, sleep_target, wait_for_file
@@ -134,7 +134,7 @@ def test_graceful_stop_waits_for_the_running_job(make_pool, name, tmp_path):
     assert outcome.state == "SUCCESS"
 
 
-def test_non_graceful_stop_of_threads_returns_at_once_and_gives_queued_jobs_back(
+def test_non_graceful_stop_of_threads_cuts_off_running_jobs_and_gives_queued_jobs_back(
     make_pool, tmp_path
 ):
     pool = make_pool("threads", sleep_target)
@@ -147,11 +147,37 @@ def test_non_graceful_stop_of_threads_returns_at_once_and_gives_queued_jobs_back
 
     pool.stop(graceful=False)
     stopped_after = time.monotonic() - began
-    first, second = outcomes.next(), outcomes.next()
+    reported = sorted((outcomes.next(), outcomes.next()), key=lambda outcome: outcome.task_id)
 
     assert stopped_after < 0.3
-    assert (first.task_id, first.state) == ("id-1", "SUCCESS")
-    assert (second.task_id, second.state, second.requeue) == ("id-2", "REJECTED", True)
+    cut_off, given_back = reported
+    assert (cut_off.task_id, cut_off.state, cut_off.lost) == ("id-1", "FAILURE", True)
+    assert isinstance(cut_off.exception, WorkerLostError)
+    assert "cold shutdown" in str(cut_off.exception)
+    assert (given_back.task_id, given_back.state, given_back.requeue) == ("id-2", "REJECTED", True)
+    with pytest.raises(queue.Empty):
+        outcomes.next(timeout=1.0)  # the cut-off job's thread ends unheard
+
+
+def test_non_graceful_stop_of_threads_cuts_short_a_graceful_stop_waiting_in_another_thread(
+    make_pool, tmp_path
+):
+    pool = make_pool("threads", sleep_target)
+    outcomes = Outcomes()
+    started = tmp_path / "started"
+    pool.apply(Job("id-1", "tasks.sleep", {"seconds": 5, "started": str(started)}), outcomes)
+    wait_for_file(started)
+    graceful = threading.Thread(target=pool.stop, kwargs={"graceful": True})
+    graceful.start()
+    time.sleep(0.2)
+    began = time.monotonic()
+
+    pool.stop(graceful=False)
+    graceful.join(timeout=2)
+
+    assert not graceful.is_alive()
+    assert time.monotonic() - began < 1
+    assert outcomes.next(timeout=0).lost
 
 
 @pytest.mark.parametrize("name", CONCURRENT_POOLS)

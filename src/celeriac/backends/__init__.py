@@ -15,7 +15,7 @@ from typing import Any
 from celeriac import serialization
 from celeriac.backends.base import ResultBackend
 from celeriac.exceptions import ImproperlyConfigured
-from celeriac.transports import redact_url
+from celeriac.transports import load_scheme, redact_url
 
 ENTRY_POINT_GROUP = "celeriac.backends"
 
@@ -94,7 +94,7 @@ def _find_factory(url: str) -> BackendFactory:
     scheme = url.partition("://")[0].strip().lower()
     import_backend = SCHEMES.get(scheme)
     if import_backend is not None:
-        return import_backend()
+        return load_scheme(import_backend, url, "result backend")
     for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
         factory: BackendFactory = entry_point.load()
         return factory

@@ -21,8 +21,17 @@ import click
 from celeriac import signals
 from celeriac._imports import import_from_string
 from celeriac.app import Celeriac
+from celeriac.backends.base import ResultBackend
+from celeriac.transports.base import Transport
 
-__all__ = ["PRELOAD_OPTIONS_KEY", "AppNotFound", "CLIContext", "CeleriacCommand", "find_app"]
+__all__ = [
+    "PRELOAD_OPTIONS_KEY",
+    "AppNotFound",
+    "CLIContext",
+    "CeleriacCommand",
+    "find_app",
+    "load_stores",
+]
 
 APP_ATTRIBUTES: Final = ("app", "celery", "celeriac")
 APP_SUBMODULES: Final = ("celery", "celeriac")
@@ -50,6 +59,15 @@ def find_app(name: str) -> Celeriac:
     if isinstance(target, ModuleType) and ":" not in name:
         return _app_in_module(target)
     raise AppNotFound(f"{name!r} is {type(target).__name__!r}, not a Celeriac app")
+
+
+def load_stores(app: Celeriac) -> tuple[Transport, ResultBackend]:
+    """Build the app's broker transport and result store now, before a command relies on them.
+
+    Neither connects yet; a URL whose implementation cannot be imported (a missing extra)
+    fails here, in one line, rather than after a task was sent or a worker started.
+    """
+    return app.transport, app.backend
 
 
 def _put_working_directory_on_path() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from celeriac.cli.app_loading import CeleriacCommand, CLIContext
+from celeriac.cli.app_loading import CeleriacCommand, CLIContext, load_stores
 from celeriac.exceptions import QueueNotFound
 
 __all__ = ["call"]
@@ -108,6 +108,8 @@ def call(
     if eta is not None and countdown is not None:
         raise click.UsageError("give --eta or --countdown, not both")
     given = {option: value for option, value in options.items() if value is not None}
+    # A result store that cannot be loaded could never give the result: fail before sending.
+    load_stores(cli.app)
     try:
         result = cli.app.send_task(
             name, args=positional, kwargs=keyword, eta=eta, countdown=countdown, **given

@@ -46,7 +46,7 @@ def _handle(cli: CLIContext, task_id: str, task_name: str | None) -> AsyncResult
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0),
-    help="Seconds to wait for the result; by default wait until it is ready.",
+    help="Seconds to wait for a result not ready yet; by default its state is reported at once.",
 )
 @click.pass_obj
 def result(
@@ -54,13 +54,19 @@ def result(
 ) -> None:
     """Print the return value for a given task id.
 
-    A task that failed or was revoked is reported as an error (exit status 1).
+    A task that failed or was revoked, or that is not ready (PENDING is also the state of
+    an id no worker has reported on) and was not waited for with --timeout, is reported
+    as an error (exit status 1).
     """
     handle = _handle(cli, task_id, task)
     if traceback:
         text = handle.traceback
         cli.echo(text.rstrip("\n") if text is not None else pretty(None))
         return
+    if timeout is None:
+        state = handle.state
+        if state not in states.READY_STATES:
+            raise click.ClickException(_not_ready(task_id, state))
     try:
         value = handle.get(timeout=timeout, propagate=False)
     except TimeoutError as exc:
@@ -73,3 +79,12 @@ def result(
             f"task {task_id} {outcome}: {type(value).__name__}: {value} (--traceback shows where)"
         )
     cli.echo(pretty(value))
+
+
+def _not_ready(task_id: str, state: str) -> str:
+    """Say that a task has no result yet, what its state means, and how to wait for it."""
+    if state == states.PENDING:
+        meaning = "no worker has reported on it yet, or the id is unknown to the result store"
+    else:
+        meaning = "it is not finished"
+    return f"task {task_id} is {state}: {meaning}. Give --timeout SECONDS to wait for its result."

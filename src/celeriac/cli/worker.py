@@ -12,6 +12,7 @@ and stopped by the shutdown signals, so the worker itself knows nothing of beat.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -24,19 +25,27 @@ import click
 from celeriac import __version__, log, signals
 from celeriac.app import Celeriac
 from celeriac.beat.service import EmbeddedService
-from celeriac.cli.app_loading import PRELOAD_OPTIONS_KEY, CeleriacCommand, CLIContext
+from celeriac.cli.app_loading import (
+    PRELOAD_OPTIONS_KEY,
+    CeleriacCommand,
+    CLIContext,
+    load_stores,
+)
 from celeriac.cli.purge import purge_queues, purged_message, split_commas
 from celeriac.transports import redact_url
 from celeriac.transports.base import Transport
 from celeriac.worker.controller import WorkController
 from celeriac.worker.pools import POOLS
 
-__all__ = ["DEFAULT_NODENAME", "default_nodename", "host_format", "worker"]
+__all__ = ["DEFAULT_NODENAME", "default_nodename", "host_format", "shown_url", "worker"]
+
+logger = logging.getLogger("celeriac.worker")
 
 DEFAULT_NODENAME: Final = "celeriac@%h"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 # Celery's name for the prefork pool, kept as an alias.
 POOL_ALIASES: Final = {"processes": "prefork"}
+SQLITE_SCHEMES: Final = ("sqlite", "db+sqlite")
 
 
 def host_format(template: str, host: str | None = None) -> str:
@@ -106,21 +115,52 @@ def _remove_own_pidfile(path: str) -> None:
         os.unlink(path)
 
 
-def _banner(controller: WorkController, transport: Transport) -> str:
-    """The lines printed when the worker starts (not with ``-q``), URL passwords masked."""
+def _banner(controller: WorkController, transport: Transport, loglevel: int) -> str:
+    """The lines printed when the worker starts (not with ``-q``), URL passwords masked.
+
+    At INFO and below the registered tasks follow, as in Celery: Celery's built-in
+    ``celery.*`` tasks only at DEBUG.
+    """
     app = controller.app
     results = app.result_backend_url
-    return "\n".join(
-        [
-            f"{controller.hostname} v{__version__}",
-            f"  app:         {app.main or '__main__'}",
-            f"  transport:   {redact_url(transport.url)}",
-            f"  results:     {redact_url(results) if results else 'disabled'}",
-            f"  concurrency: {controller.concurrency} ({controller.pool_name})",
-            f"  task events: {'ON' if controller.send_events else 'OFF'}",
-            f"  queues:      {', '.join(controller.queues)}",
-        ]
-    )
+    lines = [
+        f"{controller.hostname} v{__version__}",
+        f"  app:         {app.main or '__main__'}",
+        f"  transport:   {shown_url(transport.url)}",
+        f"  results:     {shown_url(results) if results else 'disabled'}",
+        f"  concurrency: {controller.concurrency} ({controller.pool_name})",
+        f"  task events: {'ON' if controller.send_events else 'OFF'}",
+        f"  queues:      {', '.join(controller.queues)}",
+    ]
+    if loglevel <= logging.INFO:
+        names = sorted(_task_names(app, include_builtins=loglevel <= logging.DEBUG))
+        lines += ["", "[tasks]", *(f"  . {name}" for name in names), ""]
+    return "\n".join(lines)
+
+
+def shown_url(url: str) -> str:
+    """Show a URL with its password masked and, for an SQLite file, its absolute path."""
+    scheme, separator, rest = url.partition(":///")
+    if separator and scheme in SQLITE_SCHEMES:
+        path, query_mark, query = rest.partition("?")
+        if path and path != ":memory:":
+            return f"{scheme}:///{os.path.abspath(path)}{query_mark}{query}"
+    return redact_url(url)
+
+
+def _task_names(app: Celeriac, *, include_builtins: bool) -> list[str]:
+    return [name for name in app.tasks if include_builtins or not name.startswith("celery.")]
+
+
+def _warn_if_no_tasks(app: Celeriac) -> None:
+    """Say at start that the app has no tasks of its own: such a worker can run nothing."""
+    if not _task_names(app, include_builtins=False):
+        logger.warning(
+            "The app %r has no tasks registered, so this worker can run none: give -A the"
+            " module that defines them, or name their modules with -I/--include or the"
+            " include setting.",
+            app.main or "__main__",
+        )
 
 
 @click.command(cls=CeleriacCommand)
@@ -257,6 +297,7 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
     if options["scheduler"]:
         app.conf.beat_scheduler = options["scheduler"]
     nodename = default_nodename(options["hostname"])
+    level_name = str(options["loglevel"]).upper()
     pool = str(options["pool"] or app.conf.worker_pool).lower()
     pool = POOL_ALIASES.get(pool, pool)
     try:
@@ -276,8 +317,10 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
         if options["purge"]:
             purged = purge_queues(app, controller.queues)
             cli.echo(purged_message(purged, len(controller.queues)))
-        # Connecting before the banner makes a bad broker URL fail first, on its own line.
-        cli.echo(_banner(controller, app.transport))
+        # Loading before the banner makes a bad URL or a missing extra fail first, in one line.
+        transport, _ = load_stores(app)
+        cli.echo(_banner(controller, transport, logging.getLevelNamesMapping()[level_name]))
+        _warn_if_no_tasks(app)
         with (
             _embedded_beat(app, options["schedule_filename"]) if options["beat"] else nullcontext()
         ):

@@ -99,7 +99,9 @@ def build_task_message(
     if headers:
         message_headers.update(headers)
     embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
-    content_type, content_encoding, body = dumps([list(args), dict(kwargs), embed], serializer)
+    content_type, content_encoding, body = dumps(
+        [list(args), dict(kwargs), embed], serializer, headers=message_headers
+    )
     if compression:
         body, message_headers["compression"] = compress(body, compression)
     properties: dict[str, Any] = {
@@ -170,7 +172,8 @@ class TaskMessage:
 
         Raises:
             ContentDisallowed: the content type is not in ``accept``.
-            DecodeError: the body does not decompress or deserialize.
+            DecodeError: the body does not decompress or deserialize, or (a ``SecurityError``
+                too) fails its signature check (``celeriac.security``).
             InvalidTaskError: the body is not ``[args, kwargs, embed]``.
         """
         if self.converted_body is not None:
@@ -196,7 +199,9 @@ class TaskMessage:
 
     def _load(self, accept: Collection[str] | None) -> Any:
         data = decompress(self.body, self.compression) if self.compression else self.body
-        return loads(data, self.content_type, self.content_encoding, accept=accept)
+        return loads(
+            data, self.content_type, self.content_encoding, accept=accept, headers=self.headers
+        )
 
 
 def parse_task_message(envelope: Envelope, *, accept: Collection[str] | None = None) -> TaskMessage:

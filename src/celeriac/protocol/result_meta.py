@@ -51,7 +51,13 @@ _CELERY_HOMES = {
     **dict.fromkeys(
         ("WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded"), "billiard.exceptions"
     ),
-    **dict.fromkeys(("OperationalError", "DecodeError", "ContentDisallowed"), "kombu.exceptions"),
+    **dict.fromkeys(
+        (
+            "OperationalError", "SerializationError", "EncodeError", "DecodeError",
+            "ContentDisallowed",
+        ),
+        "kombu.exceptions",
+    ),
 }  # fmt: skip
 
 # Synthetic classes for exception types this process does not have, by (module, qualname):

@@ -11,15 +11,29 @@ for schemes the table does not know.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports.base import Transport
 
-__all__ = ["ENTRY_POINT_GROUP", "SCHEMES", "TransportFactory", "connect", "redact_url"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "EXTRAS",
+    "SCHEMES",
+    "TransportFactory",
+    "connect",
+    "load_scheme",
+    "redact_url",
+]
 
 ENTRY_POINT_GROUP = "celeriac.transports"
 PASSWORD_MASK = "****"
+
+EXTRAS = {"redis": "redis", "amqp": "amqp", "psycopg": "postgres"}
+"""The optional packages of the built-in brokers and result stores, and the extras
+(``pip install 'celeriac[redis]'``) that install them."""
+
+Loaded = TypeVar("Loaded")
 
 TransportFactory = Callable[..., Transport]
 """A transport class: called with the URL and the ``broker_transport_options``."""
@@ -70,7 +84,7 @@ def connect(url: str, **options: Any) -> Transport:
     """
     scheme = url.partition("://")[0]
     importer = SCHEMES.get(scheme)
-    factory = importer() if importer is not None else _plugin(scheme)
+    factory = load_scheme(importer, url, "broker") if importer is not None else _plugin(scheme)
     if factory is None:
         known = ", ".join(sorted({*SCHEMES, *_plugin_schemes()}))
         raise ImproperlyConfigured(
@@ -78,6 +92,27 @@ def connect(url: str, **options: Any) -> Transport:
             f" known schemes: {known}"
         )
     return factory(url, **options)
+
+
+def load_scheme(importer: Callable[[], Loaded], url: str, role: str) -> Loaded:
+    """Call a scheme's import function; a missing optional package names its extra.
+
+    Raises:
+        ImproperlyConfigured: the implementation needs a package that is not installed,
+            said in one line with the ``pip install`` command that adds it.
+    """
+    try:
+        return importer()
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").partition(".")[0]
+        extra = EXTRAS.get(package)
+        if extra is None:
+            raise
+        # One line is the whole story: the import's own traceback would only bury it.
+        raise ImproperlyConfigured(
+            f"The {role} {redact_url(url)} needs the {package!r} package, which is not"
+            f" installed: pip install 'celeriac[{extra}]'"
+        ) from None
 
 
 def redact_url(url: str) -> str:

@@ -47,7 +47,7 @@ import amqp
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports import redact_url
-from celeriac.transports.amqp_connection import parse_settings
+from celeriac.transports.amqp_connection import connection_error, parse_settings
 from celeriac.transports.amqp_message import to_amqp
 from celeriac.transports.amqp_session import Held, Session
 from celeriac.transports.amqp_topology import (
@@ -353,9 +353,7 @@ class AmqpTransport:
                 try:
                     session = Session(self._settings, next(self._generations))
                 except (OSError, amqp.exceptions.AMQPError) as exc:
-                    raise TransportError(
-                        f"cannot connect to RabbitMQ broker {redact_url(self.url)}: {exc!r}"
-                    ) from exc
+                    raise connection_error(self.url, exc) from exc
                 self._session = session
             return session
 

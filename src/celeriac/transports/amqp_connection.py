@@ -21,8 +21,9 @@ import amqp
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports import redact_url
+from celeriac.transports.base import BrokerRefused, TransportError
 
-__all__ = ["ConnectionSettings", "open_connection", "parse_settings"]
+__all__ = ["ConnectionSettings", "connection_error", "open_connection", "parse_settings"]
 
 SCHEMES = ("amqp", "amqps", "pyamqp")
 DEFAULT_PORT = 5672
@@ -108,3 +109,20 @@ def open_connection(settings: ConnectionSettings) -> amqp.Connection:
     )
     connection.connect()
     return connection
+
+
+def connection_error(url: str, exc: Exception) -> TransportError:
+    """Say why connecting to the broker at ``url`` failed, without its password.
+
+    A refusal that waiting cannot mend is a ``BrokerRefused`` with what to check: the
+    credentials (``ACCESS_REFUSED``) or the virtual host (``NOT_ALLOWED``).
+    """
+    shown = redact_url(url)
+    if isinstance(exc, amqp.exceptions.AccessRefused):
+        hint = "check the user name and password in the URL"
+    elif isinstance(exc, amqp.exceptions.NotAllowed):
+        hint = "check the virtual host at the end of the URL"
+    else:
+        return TransportError(f"cannot connect to RabbitMQ broker {shown}: {exc!r}")
+    detail = str(exc.reply_text).rstrip(".")
+    return BrokerRefused(f"RabbitMQ broker {shown}: {detail}; {hint}")

@@ -28,6 +28,11 @@ class TransportError(OperationalError):
     """The broker could not be reached or refused an operation."""
 
 
+class BrokerRefused(TransportError):
+    """The broker answered and refused this client: wrong credentials, a virtual host or
+    database index it does not have. Waiting cannot mend that, so it is never retried."""
+
+
 def dead_letter_queue(queue: str) -> str:
     """Name the queue that holds messages dead-lettered from ``queue``."""
     return queue + DEAD_LETTER_SUFFIX

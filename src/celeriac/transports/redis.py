@@ -61,7 +61,7 @@ from celeriac.transports.base import (
     clamp_priority,
     dead_letter_queue,
 )
-from celeriac.transports.redis_connection import connect_client
+from celeriac.transports.redis_connection import broker_error, connect_client
 from celeriac.transports.redis_keys import (
     PRIORITY_ORDER,
     QueueKeys,
@@ -549,7 +549,7 @@ class RedisTransport:
         try:
             yield
         except redis.RedisError as exc:
-            raise TransportError(f"Redis broker {redact_url(self.url)}: {exc}") from exc
+            raise broker_error(self.url, exc) from exc
 
 
 def _entry_of(tag: str) -> tuple[str, int, str]:

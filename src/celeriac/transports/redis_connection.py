@@ -19,8 +19,9 @@ from redis.sentinel import Sentinel
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports import redact_url
+from celeriac.transports.base import BrokerRefused, TransportError
 
-__all__ = ["CONNECTION_OPTIONS", "TLS_OPTIONS", "connect_client"]
+__all__ = ["CONNECTION_OPTIONS", "TLS_OPTIONS", "broker_error", "connect_client"]
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -121,3 +122,24 @@ def _sentinel_client(url: str, settings: dict[str, Any], options: Mapping[str, A
     sentinel = Sentinel(sentinels, sentinel_kwargs=options.get("sentinel_kwargs"), **settings)
     client: redis.Redis = sentinel.master_for(str(master_name), ssl=bool(options.get("ssl")))
     return client
+
+
+def broker_error(url: str, exc: redis.RedisError) -> TransportError:
+    """Turn a redis-py error into a TransportError naming the broker without its password.
+
+    A refusal that waiting cannot mend is a ``BrokerRefused`` with what to check: the
+    password (``WRONGPASS``, ``NOAUTH``) or the database number (``DB index is out of
+    range``).
+    """
+    shown = redact_url(url)
+    detail = str(exc).rstrip(".")
+    if isinstance(exc, redis.AuthenticationError):
+        return BrokerRefused(
+            f"Redis broker {shown}: {detail}; check the user name and password in the URL"
+        )
+    if isinstance(exc, redis.ResponseError) and "DB index is out of range" in detail:
+        return BrokerRefused(
+            f"Redis broker {shown}: {detail}; the server has fewer databases, check the"
+            " number at the end of the URL"
+        )
+    return TransportError(f"Redis broker {shown}: {exc}")

@@ -17,6 +17,7 @@ from celeriac.exceptions import DecodeError
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports import redact_url
 from celeriac.transports.base import TransportError, accepts_routing_key
+from celeriac.transports.redis_connection import broker_error
 
 __all__ = ["RedisSubscription"]
 
@@ -91,4 +92,4 @@ class RedisSubscription:
         try:
             yield
         except redis.RedisError as exc:
-            raise TransportError(f"Redis broker {redact_url(self._url)}: {exc}") from exc
+            raise broker_error(self._url, exc) from exc

@@ -35,7 +35,7 @@ from celeriac.exceptions import (
 )
 from celeriac.protocol.message import parse_task_message
 from celeriac.protocol.result_meta import build_meta
-from celeriac.serialization import normalize_accept
+from celeriac.serialization import normalize_accept, serializer_name
 from celeriac.transports.base import (
     DEAD_LETTER_QUEUE_HEADER,
     DEAD_LETTER_REASON_HEADER,
@@ -59,6 +59,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FETCH_TIMEOUT = 0.5
+IMPORT_HINT = (
+    "Start the worker with -A naming the module that defines the task, or add that module"
+    " to -I/--include (the include setting)."
+)
 
 
 class Consumer:
@@ -111,6 +115,8 @@ class Consumer:
         self._slots_lock = threading.Lock()
         self._capacity = threading.Condition()
         self._stopping = threading.Event()
+        # Set by a cold shutdown: jobs reported lost from then on were cut off by it.
+        self.is_cutting_off = False
         self._threads: list[threading.Thread] = []
         self._dispatcher: threading.Thread | None = None
 
@@ -145,6 +151,17 @@ class Consumer:
             logger.info("Restoring %d unacknowledged message(s)", len(waiting))
             for request in waiting:
                 self.settle(request, Action.RELEASE)
+
+    def begin_cold_shutdown(self) -> None:
+        """Take nothing more from the broker, and treat jobs reported lost from now on as
+        cut off by the shutdown (their messages given back or their failure explained).
+
+        Called before the pool is stopped, so a message given back is not fetched again.
+        """
+        self.is_cutting_off = True
+        self._stopping.set()
+        with self._capacity:
+            self._capacity.notify_all()
 
     def close(self) -> None:
         """Give back what the pool left unacknowledged, then flush every settlement.
@@ -197,10 +214,7 @@ class Consumer:
             return
         request = Request(delivery, message, self.hostname)
         if message.content_type not in self.accept:
-            refused = ContentDisallowed(
-                f"Refusing to deserialize untrusted content of type {message.content_type}"
-            )
-            self.reject_malformed(delivery, refused, request=request)
+            self.reject_malformed(delivery, self._disallowed(message.content_type), request=request)
             return
         if self.max_deliveries and delivery.delivery_count > self.max_deliveries:
             reason = (
@@ -226,6 +240,8 @@ class Consumer:
             self._defer(request, slot, {RATE_SLOT_HEADER: slot})
             return
         self.state.reserve(request)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("Task %s[%s] received", request.display_name, request.id)
         signals.task_received.send(sender=self, request=request)
         if self._sends_task_events():
             self._send_task_event("task-received", request, **self._received_fields(request))
@@ -244,16 +260,44 @@ class Consumer:
             "expires": message.headers.get("expires"),
         }
 
+    def _disallowed(self, content_type: str) -> ContentDisallowed:
+        """The refusal of a content type outside ``accept_content``, saying how to allow it."""
+        name = serializer_name(content_type)
+        label = f"{name} ({content_type})" if name else content_type
+        accepted = ", ".join(sorted(serializer_name(item) or item for item in self.accept))
+        return ContentDisallowed(
+            f"Refusing to deserialize untrusted content of type {label}: add"
+            f" {name or content_type!r} to the worker's accept_content to run it, or send"
+            f" the task with a serializer the worker accepts ({accepted})"
+        )
+
     def reject_malformed(
         self, delivery: Delivery, exc: Exception, request: Request | None = None
     ) -> None:
         """Dead-letter a message that cannot run, with the reason; send ``task_rejected``.
 
-        With a ``request`` (the headers could be read) its task gets FAILURE stored with
-        the reason, so a caller waiting on the result hears of it at once.
+        With a ``request`` (the headers could be read) the log line names the task, and
+        its task gets FAILURE stored with the reason, so a caller waiting on the result
+        hears of it at once.
         """
         reason = f"{type(exc).__name__}: {exc}"
-        logger.error("Rejecting message %s from %r: %s", delivery.tag, delivery.queue, reason)
+        dead_letters = dead_letter_queue(delivery.queue)
+        if request is None:
+            logger.error(
+                "Rejecting message %s from %r: %s. It has been dead-lettered to %r.",
+                delivery.tag,
+                delivery.queue,
+                reason,
+                dead_letters,
+            )
+        else:
+            logger.error(
+                "Rejecting task %s[%s]: %s. The message has been dead-lettered to %r.",
+                request.name,
+                request.id,
+                reason,
+                dead_letters,
+            )
         self.settler.add(Settlement(Action.DEAD_LETTER, delivery.tag, reason=reason))
         signals.task_rejected.send(sender=self, message=delivery.envelope, exc=exc)
         if request is not None:
@@ -276,10 +320,17 @@ class Consumer:
         self._quietly(self.transport.publish, dead_letter_queue(request.delivery.queue), envelope)
 
     def _unknown(self, request: Request) -> None:
-        exc = NotRegistered(request.name)
+        exc = NotRegistered(
+            f"Task of kind {request.name!r} never registered, please make sure it's imported."
+            f" {IMPORT_HINT}"
+        )
         logger.error(
-            "Received unregistered task of type %r. The message has been dead-lettered.",
+            "Received unregistered task of type %r (id %s). The message has been dead-lettered"
+            " to %r. Did you remember to import the module containing this task? %s",
             request.name,
+            request.id,
+            dead_letter_queue(request.delivery.queue),
+            IMPORT_HINT,
         )
         signals.task_unknown.send(
             sender=self,

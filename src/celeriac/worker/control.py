@@ -507,8 +507,8 @@ def _conf(state: ControlState, with_defaults: bool) -> dict[str, Any]:
 
 
 def _printable(name: str, value: Any) -> Any:
-    if isinstance(value, str) and any(marker in name for marker in SECRET_MARKERS):
-        return redact_url(value) if "://" in value else "********"
+    if isinstance(value, str | bytes) and any(marker in name for marker in SECRET_MARKERS):
+        return redact_url(value) if isinstance(value, str) and "://" in value else "********"
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.exceptions import TaskRevokedError, WorkerLostError
 from celeriac.worker.pools.base import JobOutcome
 from celeriac.worker.request import Request
@@ -82,6 +82,11 @@ class OutcomeHandler:
                 consumer.dead_letter_envelope(request, reason)
             else:
                 consumer.settle(request, Action.DEAD_LETTER, reason=reason)
+            if outcome.exception is not None:
+                # Refused by a check in the pool (a bad signature): as reject_malformed does.
+                envelope = request.delivery.envelope
+                signals.task_rejected.send(sender=consumer, message=envelope, exc=outcome.exception)
+                consumer.store_outcome(request, states.FAILURE, outcome.exception)
             consumer._send_task_event("task-rejected", request, requeue=False)
             return
         if not request.acknowledged:
@@ -101,6 +106,9 @@ class OutcomeHandler:
             signum = outcome.info.get("signum")
             consumer.discard_revoked(request, expired=False, terminated=True, signum=signum)
             return
+        if consumer.is_cutting_off:
+            self._cut_off(request)
+            return
         task = consumer.app.tasks.get(request.name)
         logger.error("Task %s[%s] lost: %r", request.name, request.id, exc)
         if not request.acknowledged and task is not None and task.option("reject_on_worker_lost"):
@@ -114,4 +122,29 @@ class OutcomeHandler:
         consumer.store_outcome(request, states.FAILURE, exc)
         if not request.acknowledged:
             consumer.ack(request)
+        consumer._send_task_event("task-failed", request, exception=repr(exc), traceback=None)
+
+    def _cut_off(self, request: Request) -> None:
+        """A cold shutdown ended the job: give its message back, or say why it is lost.
+
+        With ``acks_late`` the message is still unacknowledged and goes back to the broker
+        for another worker (as a warm shutdown's prefetched messages do). Otherwise it was
+        acknowledged when the task started, so FAILURE is stored with the reason and the fix.
+        """
+        consumer = self.consumer
+        if not request.acknowledged:
+            logger.warning(
+                "Task %s[%s] cut off by the cold shutdown: its message goes back to the broker",
+                request.display_name,
+                request.id,
+            )
+            consumer.settle(request, Action.RELEASE)
+            return
+        exc = WorkerLostError(
+            f"Task {request.display_name}[{request.id}] was cut off by a cold shutdown of"
+            f" {consumer.hostname}. It was acknowledged when it started, so it will not run"
+            " again: set acks_late (task_acks_late) to have such tasks redelivered."
+        )
+        logger.error("%s", exc)
+        consumer.store_outcome(request, states.FAILURE, exc)
         consumer._send_task_event("task-failed", request, exception=repr(exc), traceback=None)

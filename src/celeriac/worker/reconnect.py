@@ -3,6 +3,8 @@
 The worker calls :func:`wait_for_broker` before it starts (``broker_connection_retry_on_startup``)
 and whenever fetching fails (``broker_connection_retry``). Waits grow 2, 4, 6 ... up to 30
 seconds, as kombu's ``ensure_connection`` does, and end early when the worker shuts down.
+A broker that answers with a refusal (wrong password, unknown virtual host or database)
+ends the wait at once: no number of retries would change its answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 from celeriac.connection import PROBE_QUEUE
 from celeriac.messaging import retry_over_time
 from celeriac.transports import redact_url
-from celeriac.transports.base import TransportError
+from celeriac.transports.base import BrokerRefused, TransportError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -51,7 +53,7 @@ def wait_for_broker(app: Celeriac, *, retry: bool, stopping: threading.Event) ->
         logger.error(
             "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... (%d/%s)",
             url,
-            sentence(exc),
+            reason(exc, url),
             interval,
             attempts,
             "unlimited" if max_retries is None else max_retries,
@@ -62,8 +64,16 @@ def wait_for_broker(app: Celeriac, *, retry: bool, stopping: threading.Event) ->
         retry_over_time(probe, policy, errback=report, sleep=stopping.wait)
     except ShuttingDown:
         return False
+    except BrokerRefused as exc:
+        logger.critical(
+            "consumer: Cannot connect to %s: %s. Not retrying: waiting will not change the"
+            " broker's answer.",
+            url,
+            reason(exc, url),
+        )
+        return False
     except TransportError as exc:
-        logger.critical("consumer: Cannot connect to %s: %s. Giving up.", url, sentence(exc))
+        logger.critical("consumer: Cannot connect to %s: %s. Giving up.", url, reason(exc, url))
         return False
     if attempts > 1:
         logger.info("Connected to %s", url)
@@ -73,3 +83,14 @@ def wait_for_broker(app: Celeriac, *, retry: bool, stopping: threading.Event) ->
 def sentence(exc: Exception) -> str:
     """The error's message without a final full stop, to sit inside a sentence of ours."""
     return str(exc).rstrip(".")
+
+
+def reason(exc: Exception, url: str) -> str:
+    """The error's message for a line that names ``url`` itself.
+
+    Transport errors start by naming their broker (``Redis broker <url>: ...``); that part
+    is left out, so the line says the URL once.
+    """
+    text = sentence(exc)
+    _, found, rest = text.partition(f"{url}: ")
+    return rest if found else text

@@ -7,6 +7,7 @@ decoded by ``execute_job`` in the process that runs the task, once.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,12 +16,14 @@ from typing import Any
 from celeriac import states
 from celeriac.context import Context
 from celeriac.current import get_current_app
-from celeriac.exceptions import DecodeError, InvalidTaskError, NotRegistered
-from celeriac.execution import report_internal_error, trace_task
+from celeriac.exceptions import DecodeError, InvalidTaskError, NotRegistered, SecurityError
+from celeriac.execution import TraceOutcome, report_internal_error, trace_task
 from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.message import TaskMessage
 from celeriac.transports.base import Delivery
 from celeriac.worker.pools.base import Job, JobOutcome
+
+logger = logging.getLogger("celeriac.worker")
 
 # Header keys that are part of the protocol, not custom headers a client added.
 PROTOCOL_HEADERS = frozenset(
@@ -181,7 +184,9 @@ def execute_job(job: Job) -> JobOutcome:
 
     A body that cannot be run (not ``[args, kwargs, embed]``, kwargs not a mapping, not
     decodable) is an internal error of a known task: ``task_internal_error`` is sent and
-    FAILURE stored here, and the worker dead-letters the message with the reason.
+    FAILURE stored here, and the worker dead-letters the message with the reason. A body
+    that fails its signature check (``celeriac.security``) is refused instead: nothing in
+    it is trusted, and the worker sends ``task_rejected``, stores FAILURE and dead-letters it.
     """
     app = get_current_app()
     payload: JobPayload = job.payload
@@ -192,6 +197,8 @@ def execute_job(job: Job) -> JobOutcome:
         return _undecodable(job, exc)
     try:
         args, kwargs, embed = message.decode_body(app.conf.accept_content)
+    except SecurityError as exc:
+        return _refused(job, exc)
     except (DecodeError, InvalidTaskError) as exc:
         args, kwargs = message.decode_sent_arguments(app.conf.accept_content)
         report_internal_error(task, build_context(message, args, kwargs, {}, payload), exc)
@@ -207,15 +214,37 @@ def execute_job(job: Job) -> JobOutcome:
             exception = outcome.retval.exc
         info["exception"] = repr(exception)
         info["traceback"] = outcome.einfo.traceback
+    if logger.isEnabledFor(logging.INFO):
+        _log_outcome(message.display_name, job.task_id, outcome, info)
     return JobOutcome(
         job.task_id, outcome.state, runtime=outcome.runtime, requeue=outcome.requeue, info=info
     )
+
+
+def _log_outcome(name: str, task_id: str, outcome: TraceOutcome, info: dict[str, Any]) -> None:
+    """Log Celery's INFO line for a success or a retry (failures are logged by the trace)."""
+    if outcome.state == states.SUCCESS:
+        logger.info(
+            "Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime, info["result"]
+        )
+    elif outcome.state == states.RETRY:
+        logger.info("Task %s[%s] retry: %s", name, task_id, outcome.retval)
 
 
 def _undecodable(job: Job, exc: Exception) -> JobOutcome:
     return JobOutcome(
         job.task_id,
         states.REJECTED,
+        info={"reason": f"{type(exc).__name__}: {exc}", "undecodable": True},
+    )
+
+
+def _refused(job: Job, exc: SecurityError) -> JobOutcome:
+    """The outcome of a message that failed its signature check: its exception goes along."""
+    return JobOutcome(
+        job.task_id,
+        states.REJECTED,
+        exception=exc,
         info={"reason": f"{type(exc).__name__}: {exc}", "undecodable": True},
     )
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import ImproperlyConfigured, WorkerLostError
 from celeriac.worker.pools.base import ChildHooks, DoneCallback, Job, JobOutcome, JobTarget, Pool
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,16 @@ def run_job(target: JobTarget, job: Job) -> JobOutcome:
 def not_run_outcome(job: Job) -> JobOutcome:
     """Say that a stopping pool did not run ``job``, so its message goes back to the broker."""
     return JobOutcome(job.task_id, "REJECTED", requeue=True, info={"reason": "pool stopped"})
+
+
+def cut_off_outcome(job: Job) -> JobOutcome:
+    """Say that a cold shutdown abandoned ``job`` while it ran (a thread cannot be killed)."""
+    return JobOutcome(
+        job.task_id,
+        "FAILURE",
+        lost=True,
+        exception=WorkerLostError("the job was cut off by a cold shutdown"),
+    )
 
 
 def call_on_done(on_done: DoneCallback, outcome: JobOutcome) -> None:

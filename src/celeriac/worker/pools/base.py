@@ -31,7 +31,8 @@ class JobOutcome:
     ``state`` is a task state name (SUCCESS, FAILURE, RETRY, REVOKED), ``IGNORED`` or
     ``REJECTED``. ``lost`` is true when the process running the job died or was killed
     (hard time limit, crash, terminate), so nothing was stored by the job itself and the
-    worker must record the failure in ``exception``.
+    worker must record the failure in ``exception``. A ``REJECTED`` outcome whose message
+    failed a check (its signature) carries that check's error in ``exception`` too.
     """
 
     task_id: str

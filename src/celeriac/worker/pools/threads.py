@@ -2,7 +2,9 @@
 
 Threads suit I/O-bound tasks and platforms without fork. A thread cannot be killed,
 so running jobs cannot be terminated and time limits are not enforced (a warning is
-logged once, as Celery's thread pool ignores them too).
+logged once, as Celery's thread pool ignores them too). A cold shutdown abandons the
+running jobs instead: each is reported cut off at once, its thread's later outcome is
+dropped, and the worker process exits without waiting for it (the threads are daemons).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from celeriac.worker.pools import (
     TimeLimitWarning,
     call_on_done,
+    cut_off_outcome,
     describe_timeouts,
     not_run_outcome,
     run_job,
@@ -23,6 +26,9 @@ from celeriac.worker.pools import (
 from celeriac.worker.pools.base import DoneCallback, Job, JobTarget
 
 _Item = tuple[Job, DoneCallback]
+
+# How often a graceful stop looks whether a cold shutdown cut it short, in seconds.
+_JOIN_INTERVAL = 0.1
 
 
 class ThreadPool:
@@ -52,6 +58,9 @@ class ThreadPool:
         self._thread_numbers = itertools.count(1)
         self._is_stopping = False
         self._is_dropping_jobs = False
+        # The job each busy thread runs, by thread id; taken out by whoever reports it.
+        self._running: dict[int, _Item] = {}
+        self._cut_off = threading.Event()
 
     def start(self) -> None:
         """Start ``limit`` threads."""
@@ -93,22 +102,37 @@ class ThreadPool:
     def stop(self, *, graceful: bool) -> None:
         """Stop the threads.
 
-        Graceful: wait until the running and queued jobs are done. Not graceful: return at
-        once, reporting queued jobs as not run; running jobs cannot be interrupted and go on
-        in their threads, which are daemon threads, so they do not keep the process alive.
+        Graceful: wait until the running and queued jobs are done. Not graceful: report
+        queued jobs as not run and running ones as cut off (``cut_off_outcome``), then
+        return; those threads go on, but as daemons they do not keep the process alive,
+        and what they report later is dropped. A non-graceful call cuts short a graceful
+        one still waiting in another thread.
         """
         with self._lock:
             is_first_call = not self._is_stopping
+            is_first_cut = not graceful and not self._is_dropping_jobs
             self._is_stopping = True
             self._is_dropping_jobs = self._is_dropping_jobs or not graceful
             threads = list(self._threads)
+            abandoned = list(self._running.values()) if is_first_cut else []
+            if is_first_cut:
+                self._running.clear()
         if is_first_call:
             for _ in threads:
                 self._inbox.put(None)
-        if graceful:
-            for thread in threads:
-                if thread is not threading.current_thread():
-                    thread.join()
+        if not graceful:
+            if is_first_cut:
+                for job, on_done in abandoned:
+                    call_on_done(on_done, cut_off_outcome(job))
+                # Set after the reports: every waiting stop returns with the outcomes handed over.
+                self._cut_off.set()
+            self._cut_off.wait()
+            return
+        for thread in threads:
+            if thread is threading.current_thread():
+                continue
+            while thread.is_alive() and not self._cut_off.is_set():
+                thread.join(_JOIN_INTERVAL)
 
     def info(self) -> dict[str, Any]:
         """Describe the pool for ``inspect stats``."""
@@ -135,11 +159,20 @@ class ThreadPool:
             thread.start()
 
     def _serve(self) -> None:
+        thread_id = threading.get_ident()
         while (item := self._inbox.get()) is not None:
             job, on_done = item
-            if self._is_dropping_jobs:
+            with self._lock:
+                is_dropped = self._is_dropping_jobs
+                if not is_dropped:
+                    self._running[thread_id] = item
+            if is_dropped:
                 call_on_done(on_done, not_run_outcome(job))
-            else:
-                call_on_done(on_done, run_job(self._target, job))
+                continue
+            outcome = run_job(self._target, job)
+            with self._lock:
+                is_still_ours = self._running.pop(thread_id, None) is not None
+            if is_still_ours:
+                call_on_done(on_done, outcome)
         with self._lock:
             self._threads.remove(threading.current_thread())
