@@ -233,7 +233,9 @@ def test_results_and_events_sign_their_value_without_a_seal() -> None:
 
     assert loads(data, content_type, encoding, accept=["hmac"]) == meta
     with pytest.raises(SignatureError, match="bad signature"):
-        loads(data.replace(b"42", b"43"), content_type, encoding, accept=["hmac"])
+        loads(
+            data.replace(b'"result": 42', b'"result": 43'), content_type, encoding, accept=["hmac"]
+        )
 
 
 # ---- no credentials in errors ---------------------------------------------------------
