@@ -1,9 +1,12 @@
 """Every signal of the seeds: who sends it, in which process, with which keyword arguments.
 
-A worker (prefork, so the pool children are separate processes) and a client process
-run the sigproj tasks; every signal is recorded with the sending pid. The table below
-is the contract; a signal sent by a part that does not exist yet (beat, the eventlet
-pool) is listed with ``None`` as its process and checked against its declaration only.
+A worker (prefork, so the pool children are separate processes, with beat embedded by
+``-B``) and a client process run the sigproj tasks; every signal is recorded with the
+sending pid. The table below is the contract. A signal this run does not send is listed
+with ``None`` as its process and checked against its declaration only: the green pool's
+(``tests/e2e/test_green_pool.py`` checks them on a ``-P gevent`` worker) and
+``setup_logging`` (a receiver would turn off celeriac's logging set-up;
+``tests/e2e/test_seed_examples.py`` checks that).
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ TABLE: dict[str, tuple[str | frozenset[str] | None, list[str]]] = {
     "after_setup_task_logger": (MAIN, ["colorize", "format", "logfile", "logger", "loglevel"]),
     "user_preload_options": (MAIN, ["app", "options"]),
     "setup_logging": (None, ["colorize", "format", "logfile", "loglevel"]),
-    "beat_init": (None, []),
-    "beat_embedded_init": (None, []),
+    "beat_init": (MAIN, []),
+    "beat_embedded_init": (MAIN, []),
     "eventlet_pool_started": (None, []),
     "eventlet_pool_preshutdown": (None, []),
     "eventlet_pool_postshutdown": (None, []),
@@ -99,7 +102,7 @@ def test_the_table_lists_every_signal_of_the_catalog() -> None:
 def test_each_signal_arrives_in_its_process_with_its_arguments(
     start_worker: Callable[..., WorkerProcess], broker: Broker, tmp_path: Path
 ) -> None:
-    worker = start_worker(pool="prefork", concurrency=2)
+    worker = start_worker("-B", pool="prefork", concurrency=2)
     client = subprocess.run(
         [sys.executable, "-c", CLIENT_SCRIPT],
         env=subprocess_env(broker, worker.signal_log),
