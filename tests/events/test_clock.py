@@ -48,7 +48,7 @@ def test_forked_child_can_tick_though_the_lock_was_held_at_the_fork() -> None:
     release = threading.Event()
 
     def hold_the_lock() -> None:
-        with clock._process_lock():
+        with clock._lock:
             held.set()
             release.wait(10)
 

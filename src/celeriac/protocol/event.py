@@ -37,6 +37,16 @@ def routing_key_for(type: str) -> str:
 
 
 def utcoffset() -> float:
-    """Return the local offset from UTC in hours, positive west of Greenwich (Celery 5.7)."""
-    is_dst = time.daylight and time.localtime().tm_isdst > 0
-    return (time.altzone if is_dst else time.timezone) / 3600
+    """Return the local offset from UTC in hours, positive west of Greenwich (Celery 5.7).
+
+    Worked out again at most once a minute: a busy worker asks for it with every event.
+    """
+    minute = int(time.time() // 60)
+    if _offset_cache[0] != minute:
+        is_dst = time.daylight and time.localtime().tm_isdst > 0
+        _offset_cache[:] = [minute, (time.altzone if is_dst else time.timezone) / 3600]
+    return float(_offset_cache[1])
+
+
+# [minute the offset was worked out in, the offset]
+_offset_cache: list[float] = [-1, 0.0]

@@ -527,5 +527,9 @@ class Consumer:
         return events.enabled and (not events.groups or "task" in events.groups)
 
     def _send_task_event(self, type_: str, request: Request, **fields: Any) -> None:
-        if self._sends_task_events():
-            self._quietly(lambda: self.events.send(type_, uuid=request.id, **fields))
+        if not self._sends_task_events():
+            return
+        try:
+            self.events.send(type_, uuid=request.id, **fields)
+        except Exception:
+            logger.exception("Sending the %s event of %s failed", type_, request.id)
