@@ -23,8 +23,10 @@ from celeriac.protocol.envelope import Envelope
 from celeriac.transports import connect, redact_url
 from celeriac.transports.amqp import AmqpTransport
 from celeriac.transports.base import (
+    DEAD_LETTER_DELIVERIES_HEADER,
     DEAD_LETTER_QUEUE_HEADER,
     DEAD_LETTER_REASON_HEADER,
+    DEAD_LETTER_TIME_HEADER,
     Delivery,
     OutgoingMessage,
     Subscription,
@@ -348,7 +350,10 @@ def test_extend_lease_keeps_message_from_another_consumer(connect_broker: Connec
 
 def test_dead_letter_moves_message_with_reason(transport: Transport) -> None:
     transport.publish("tasks", envelope("poison"), priority=4)
+    [first] = transport.fetch(["tasks"], 1, 1.0)
+    transport.reject([first.tag], requeue=True)
     [delivery] = transport.fetch(["tasks"], 1, 1.0)
+    before = time.time()
 
     transport.dead_letter([delivery.tag], "delivered too many times")
 
@@ -359,6 +364,8 @@ def test_dead_letter_moves_message_with_reason(transport: Transport) -> None:
     assert dead.queue == "tasks.dead_letter"
     assert dead.envelope.headers[DEAD_LETTER_REASON_HEADER] == "delivered too many times"
     assert dead.envelope.headers[DEAD_LETTER_QUEUE_HEADER] == "tasks"
+    assert dead.envelope.headers[DEAD_LETTER_DELIVERIES_HEADER] == 2
+    assert before - 1 <= dead.envelope.headers[DEAD_LETTER_TIME_HEADER] <= time.time()
     assert dead.envelope.headers["id"] == "poison"
 
 

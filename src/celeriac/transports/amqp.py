@@ -64,12 +64,11 @@ from celeriac.transports.amqp_topology import (
     task_queue,
 )
 from celeriac.transports.base import (
-    DEAD_LETTER_QUEUE_HEADER,
-    DEAD_LETTER_REASON_HEADER,
     Delivery,
     OutgoingMessage,
     TransportError,
     clamp_priority,
+    dead_letter_headers,
     dead_letter_queue,
 )
 
@@ -255,11 +254,9 @@ class AmqpTransport:
                 body=original.body,
                 content_type=original.content_type,
                 content_encoding=original.content_encoding,
-                headers={
-                    **original.headers,
-                    DEAD_LETTER_REASON_HEADER: reason,
-                    DEAD_LETTER_QUEUE_HEADER: entry.queue,
-                },
+                headers=dead_letter_headers(
+                    original.headers, entry.queue, reason, entry.received.delivery_count
+                ),
                 properties=original.properties,
             )
             copies.append(

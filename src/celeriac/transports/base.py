@@ -10,11 +10,12 @@ Priorities run 0-9 with the larger number first, as on AMQP.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from celeriac.exceptions import OperationalError
+from celeriac.exceptions import DecodeError, OperationalError
 from celeriac.protocol.envelope import Envelope
 
 MIN_PRIORITY = 0
@@ -22,6 +23,8 @@ MAX_PRIORITY = 9
 DEAD_LETTER_SUFFIX = ".dead_letter"
 DEAD_LETTER_REASON_HEADER = "x-dead-letter-reason"
 DEAD_LETTER_QUEUE_HEADER = "x-original-queue"
+DEAD_LETTER_DELIVERIES_HEADER = "x-dead-letter-deliveries"
+DEAD_LETTER_TIME_HEADER = "x-dead-lettered-at"
 
 
 class TransportError(OperationalError):
@@ -36,6 +39,29 @@ class BrokerRefused(TransportError):
 def dead_letter_queue(queue: str) -> str:
     """Name the queue that holds messages dead-lettered from ``queue``."""
     return queue + DEAD_LETTER_SUFFIX
+
+
+def dead_letter_headers(
+    headers: Mapping[str, Any], queue: str, reason: str, deliveries: int | None
+) -> dict[str, Any]:
+    """``headers`` with what a dead letter records: why, where from, how often delivered, when."""
+    return {
+        **headers,
+        DEAD_LETTER_REASON_HEADER: reason,
+        DEAD_LETTER_QUEUE_HEADER: queue,
+        DEAD_LETTER_DELIVERIES_HEADER: deliveries,
+        DEAD_LETTER_TIME_HEADER: time.time(),
+    }
+
+
+def mark_dead_letter(raw: str | bytes, queue: str, reason: str, deliveries: int | None) -> Any:
+    """A stored JSON envelope with the dead-letter headers set; text that is not one, as is."""
+    try:
+        envelope = Envelope.from_json(raw)
+    except DecodeError:
+        return raw
+    envelope.headers = dead_letter_headers(envelope.headers, queue, reason, deliveries)
+    return envelope.to_json()
 
 
 def routing_key_of(envelope: Envelope) -> str:

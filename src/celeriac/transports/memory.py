@@ -21,12 +21,11 @@ from typing import Any
 
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports.base import (
-    DEAD_LETTER_QUEUE_HEADER,
-    DEAD_LETTER_REASON_HEADER,
     Delivery,
     OutgoingMessage,
     accepts_routing_key,
     clamp_priority,
+    dead_letter_headers,
     dead_letter_queue,
 )
 
@@ -146,9 +145,9 @@ class _Broker:
 
     def move_to_dead_letter(self, message: _Message, reason: str) -> None:
         """Move a leased message to its queue's dead-letter queue, with ``reason`` in headers."""
-        headers = dict(message.envelope.headers)
-        headers[DEAD_LETTER_REASON_HEADER] = reason
-        headers[DEAD_LETTER_QUEUE_HEADER] = message.queue
+        headers = dead_letter_headers(
+            message.envelope.headers, message.queue, reason, message.delivery_count
+        )
         message.envelope = replace(message.envelope, headers=headers)
         message.queue = dead_letter_queue(message.queue)
         message.owner = None

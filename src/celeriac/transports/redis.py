@@ -53,13 +53,12 @@ from celeriac.exceptions import DecodeError
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports import redact_url
 from celeriac.transports.base import (
-    DEAD_LETTER_QUEUE_HEADER,
-    DEAD_LETTER_REASON_HEADER,
     Delivery,
     OutgoingMessage,
     TransportError,
     clamp_priority,
     dead_letter_queue,
+    mark_dead_letter,
 )
 from celeriac.transports.redis_connection import broker_error, connect_client
 from celeriac.transports.redis_keys import (
@@ -327,7 +326,7 @@ class RedisTransport:
                     tag.priority,
                     tag.entry_id,
                     tag.times,
-                    _with_reason(raw, tag.queue, reason),
+                    mark_dead_letter(raw, tag.queue, reason, tag.delivery_count),
                 ]
         pipeline = self._client.pipeline(transaction=False)
         for queue, arguments in by_queue.items():
@@ -568,14 +567,3 @@ def _delayed_member(envelope: Envelope, priority: int) -> str:
     The token keeps two equal envelopes with one eta from collapsing into one member.
     """
     return f"{priority}:0:{uuid.uuid4().hex[:16]}:{envelope.to_json()}"
-
-
-def _with_reason(raw: bytes, queue: str, reason: str) -> bytes | str:
-    """Return the stored envelope with the dead-letter headers set; keep non-envelope text."""
-    try:
-        envelope = Envelope.from_json(raw)
-    except DecodeError:
-        return raw
-    envelope.headers[DEAD_LETTER_REASON_HEADER] = reason
-    envelope.headers[DEAD_LETTER_QUEUE_HEADER] = queue
-    return envelope.to_json()

@@ -34,8 +34,6 @@ from celeriac.exceptions import DecodeError, ImproperlyConfigured
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports import redact_url
 from celeriac.transports.base import (
-    DEAD_LETTER_QUEUE_HEADER,
-    DEAD_LETTER_REASON_HEADER,
     MAX_PRIORITY,
     MIN_PRIORITY,
     Delivery,
@@ -44,6 +42,7 @@ from celeriac.transports.base import (
     accepts_routing_key,
     clamp_priority,
     dead_letter_queue,
+    mark_dead_letter,
 )
 from celeriac.transports.sqlite_connection import ThreadConnections, immediate_transaction
 from celeriac.transports.wakeup import Listener, Wakeup
@@ -413,12 +412,13 @@ class SQLiteTransport:
         now = time.time()
         with self._database.transaction() as connection:
             for tag in tags:
-                row = connection.execute(SELECT_LEASED, _parse_tag(tag)).fetchone()
+                row_id, deliveries = _parse_tag(tag)
+                row = connection.execute(SELECT_LEASED, (row_id, deliveries)).fetchone()
                 if row is not None:
-                    row_id, queue, raw = row
+                    _, queue, raw = row
+                    marked = mark_dead_letter(raw, queue, reason, deliveries)
                     connection.execute(
-                        MOVE_TO_DEAD_LETTER,
-                        (dead_letter_queue(queue), _with_reason(raw, queue, reason), now, row_id),
+                        MOVE_TO_DEAD_LETTER, (dead_letter_queue(queue), marked, now, row_id)
                     )
         self._wakeup.notify()
 
@@ -540,17 +540,6 @@ class _Selection:
 
     count: int
     parameters: dict[str, str]
-
-
-def _with_reason(raw: str, queue: str, reason: str) -> str:
-    """Return the stored envelope with the dead-letter headers set; keep non-envelope text."""
-    try:
-        envelope = Envelope.from_json(raw)
-    except DecodeError:
-        return raw
-    envelope.headers[DEAD_LETTER_REASON_HEADER] = reason
-    envelope.headers[DEAD_LETTER_QUEUE_HEADER] = queue
-    return envelope.to_json()
 
 
 class SQLiteSubscription:

@@ -37,11 +37,10 @@ from celeriac.protocol.message import parse_task_message
 from celeriac.protocol.result_meta import build_meta
 from celeriac.serialization import normalize_accept, serializer_name
 from celeriac.transports.base import (
-    DEAD_LETTER_QUEUE_HEADER,
-    DEAD_LETTER_REASON_HEADER,
     Delivery,
     Transport,
     TransportError,
+    dead_letter_headers,
     dead_letter_queue,
 )
 from celeriac.worker.batching import Batcher
@@ -314,10 +313,12 @@ class Consumer:
 
     def dead_letter_envelope(self, request: Request, reason: str) -> None:
         """Put an already-acknowledged message on the dead-letter queue with ``reason``."""
-        envelope = request.message_envelope()
-        envelope.headers[DEAD_LETTER_REASON_HEADER] = reason
-        envelope.headers[DEAD_LETTER_QUEUE_HEADER] = request.delivery.queue
-        self._quietly(self.transport.publish, dead_letter_queue(request.delivery.queue), envelope)
+        delivery = request.delivery
+        headers = dead_letter_headers(
+            delivery.envelope.headers, delivery.queue, reason, delivery.delivery_count
+        )
+        envelope = dataclasses.replace(delivery.envelope, headers=headers)
+        self._quietly(self.transport.publish, dead_letter_queue(delivery.queue), envelope)
 
     def _unknown(self, request: Request) -> None:
         exc = NotRegistered(
