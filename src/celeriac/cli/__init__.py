@@ -1,7 +1,7 @@
 """The ``celeriac`` command: the root group, its global options and its errors (edge layer).
 
 ``celeriac -A proj worker | beat | call | result | purge | inspect | control | status |
-events``, one module per subcommand. The
+events | deadletters``, one module per subcommand. The
 global options are Celery's; the app is loaded once, before the subcommand parses its
 arguments, and reaches it as ``ctx.obj.app``. Errors a user can act on (the app cannot
 be found, an unknown broker scheme, bad settings, an unreachable broker) are shown as a
@@ -21,6 +21,7 @@ from celeriac.cli.app_loading import AppNotFound, CLIContext, find_app
 from celeriac.cli.beat import beat
 from celeriac.cli.call import call
 from celeriac.cli.control import control
+from celeriac.cli.deadletters import deadletters
 from celeriac.cli.events import events
 from celeriac.cli.inspect import inspect
 from celeriac.cli.purge import purge
@@ -120,3 +121,4 @@ main.add_command(inspect)
 main.add_command(control)
 main.add_command(status)
 main.add_command(events)
+main.add_command(deadletters)
