@@ -109,8 +109,8 @@ def _aware(moment: datetime.datetime) -> datetime.datetime:
     return moment.astimezone(UTC)
 
 
-class BaseSchedule:
-    """Celery's base class: a custom schedule overrides ``is_due`` and ``remaining_estimate``.
+class BaseSchedule(abc.ABC):
+    """Celery's base class: a custom schedule defines ``is_due`` and ``remaining_estimate``.
 
     ``nowfun`` replaces the clock (a function returning an aware datetime); ``app``
     gives the time zone, the current app's when None.
@@ -159,13 +159,13 @@ class BaseSchedule:
         """``dt`` in the app's time zone."""
         return self.maybe_make_aware(dt)
 
+    @abc.abstractmethod
     def remaining_estimate(self, last_run_at: datetime.datetime) -> datetime.timedelta:
         """How long after now the run following ``last_run_at`` is due."""
-        raise NotImplementedError(f"{type(self).__name__} must define remaining_estimate")
 
+    @abc.abstractmethod
     def is_due(self, last_run_at: datetime.datetime) -> schedstate:
         """``(is_due, seconds until the next check)`` given the last run."""
-        raise NotImplementedError(f"{type(self).__name__} must define is_due")
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, BaseSchedule):
@@ -173,7 +173,7 @@ class BaseSchedule:
         return NotImplemented
 
 
-class ExactSchedule(BaseSchedule, abc.ABC):
+class ExactSchedule(BaseSchedule):
     """A schedule whose run times follow from the times given, not from a clock.
 
     Beat uses ``next_run_after`` and ``due_run``; ``is_due`` and ``remaining_estimate``

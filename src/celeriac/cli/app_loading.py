@@ -29,6 +29,7 @@ __all__ = [
     "AppNotFound",
     "CLIContext",
     "CeleriacCommand",
+    "CeleriacGroup",
     "find_app",
     "load_stores",
 ]
@@ -179,3 +180,10 @@ class CeleriacCommand(click.Command):
         if self.name == "worker":
             options.extend(cli.app.user_options.get("worker", ()))
         return options
+
+
+class CeleriacGroup(CeleriacCommand, click.Group):
+    """A group of subcommands that takes the app's preload options, as a command does.
+
+    Its subcommands are plain commands: the group sends ``user_preload_options`` once.
+    """

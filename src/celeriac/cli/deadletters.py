@@ -10,7 +10,7 @@ import json
 
 import click
 
-from celeriac.cli.app_loading import CeleriacCommand, CLIContext
+from celeriac.cli.app_loading import CeleriacGroup, CLIContext
 from celeriac.deadletters import (
     DeadLetter,
     dead_letters,
@@ -21,12 +21,12 @@ from celeriac.deadletters import (
 __all__ = ["deadletters"]
 
 
-@click.group()
+@click.group(cls=CeleriacGroup)
 def deadletters() -> None:
     """Look at and deal with the messages workers could not run."""
 
 
-@deadletters.command(name="list", cls=CeleriacCommand)
+@deadletters.command(name="list")
 @click.argument("queue", required=False)
 @click.pass_obj
 def list_command(cli: CLIContext, queue: str | None) -> None:
@@ -39,7 +39,7 @@ def list_command(cli: CLIContext, queue: str | None) -> None:
     click.echo(f"{len(letters)} dead {'letter' if len(letters) == 1 else 'letters'}.")
 
 
-@deadletters.command(cls=CeleriacCommand)
+@deadletters.command()
 @click.argument("task_id")
 @click.option("-Q", "--queue", help="Only look in this queue's dead letters.")
 @click.pass_obj
@@ -67,7 +67,7 @@ def show(cli: CLIContext, task_id: str, queue: str | None) -> None:
     )
 
 
-@deadletters.command(cls=CeleriacCommand)
+@deadletters.command()
 @click.argument("task_ids", nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
 @click.option("-Q", "--queue", help="Only replay this queue's dead letters.")
@@ -92,7 +92,7 @@ def replay(
     click.echo(f"Replayed {len(replayed)}.")
 
 
-@deadletters.command(cls=CeleriacCommand)
+@deadletters.command()
 @click.argument("queue", required=False)
 @click.option("-f", "--force", is_flag=True, help="Don't prompt for verification.")
 @click.pass_obj
