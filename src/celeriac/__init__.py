@@ -5,7 +5,7 @@ Celery``. With no broker configured, an embedded SQLite file is the broker and t
 result store, so nothing else needs to run.
 """
 
-from celeriac.app import Celeriac, Celery, shared_task
+from celeriac.app import Celeriac, Celery
 from celeriac.canvas import (
     Signature,
     chain,
@@ -19,6 +19,7 @@ from celeriac.canvas import (
 )
 from celeriac.current import current_app, current_task, get_current_app
 from celeriac.result import AsyncResult, EagerResult, GroupResult, ResultSet
+from celeriac.shared_task import shared_task
 from celeriac.task import Task
 
 __version__ = "0.1.0"
