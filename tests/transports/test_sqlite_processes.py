@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from celeriac.protocol.envelope import Envelope
 from celeriac.transports.base import Delivery, OutgoingMessage
 from celeriac.transports.sqlite import SQLiteTransport
 from celeriac.transports.wakeup import Wakeup
-from tests.processes import run_forked_repeatedly, running
+from tests.processes import run_forked, run_forked_repeatedly, running
 
 PRODUCER = """
 import sys
@@ -249,29 +248,21 @@ def test_wakeup_beside_a_deep_path_uses_a_short_socket_directory(tmp_path: Path)
 
 def test_transport_inherited_over_fork_uses_its_own_connection(url: str) -> None:
     transport = SQLiteTransport(url)
+
+    def in_child() -> None:
+        transport.publish("tasks", Envelope(b"from child"))
+        leased = transport.fetch(["tasks"], 10, 1.0)
+        transport.release([delivery.tag for delivery in leased])
+        assert len(leased) == 2
+
     try:
         transport.publish("tasks", Envelope(b"from parent"))
-        with warnings.catch_warnings():
-            # Python 3.12 warns when a process with threads forks; the child only uses
-            # the transport, whose locks it recreates.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:
-            exit_code = 1
-            try:
-                transport.publish("tasks", Envelope(b"from child"))
-                leased = transport.fetch(["tasks"], 10, 1.0)
-                transport.release([delivery.tag for delivery in leased])
-                exit_code = 0 if len(leased) == 2 else 1
-            finally:
-                os._exit(exit_code)
-        _, status = os.waitpid(pid, 0)
-
+        exit_code = run_forked(in_child, timeout=30)
         deliveries = fetch_until(transport, 2, timeout=5)
     finally:
         transport.close()
 
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_code == 0
     assert sorted(delivery.envelope.body for delivery in deliveries) == [
         b"from child",
         b"from parent",

@@ -16,7 +16,7 @@ import click
 from celeriac import __version__, log
 from celeriac.beat.service import Service
 from celeriac.cli.app_loading import CeleriacCommand, CLIContext
-from celeriac.cli.worker import LOG_LEVELS, pidfile
+from celeriac.cli.worker import log_options, pidfile
 from celeriac.transports import redact_url
 
 __all__ = ["beat"]
@@ -65,16 +65,7 @@ def _stop_on_signals(service: Service) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Max seconds to sleep between schedule iterations.",
 )
-@click.option(
-    "-l",
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="WARNING",
-    help="Logging level.",
-)
-@click.option(
-    "-f", "--logfile", help="Path to log file. If no logfile is specified, stderr is used."
-)
+@log_options
 @click.option("--pidfile", help="File holding beat's pid; refused while its process is alive.")
 @click.pass_context
 def beat(ctx: click.Context, /, **options: Any) -> None:

@@ -16,9 +16,9 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -43,6 +43,23 @@ logger = logging.getLogger("celeriac.worker")
 
 DEFAULT_NODENAME: Final = "celeriac@%h"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def log_options(command: F) -> F:
+    """Add ``-l/--loglevel`` and ``-f/--logfile``, as Celery's worker and beat take them."""
+    command = click.option(
+        "-f", "--logfile", help="Path to log file. If no logfile is specified, stderr is used."
+    )(command)
+    return click.option(
+        "-l",
+        "--loglevel",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="WARNING",
+        help="Logging level.",
+    )(command)
+
+
 # Celery's name for the prefork pool, kept as an alias.
 POOL_ALIASES: Final = {"processes": "prefork"}
 SQLITE_SCHEMES: Final = ("sqlite", "db+sqlite")
@@ -204,16 +221,7 @@ def _warn_if_no_tasks(app: Celeriac) -> None:
     callback=split_commas,
     help="Comma separated list of additional modules to import.",
 )
-@click.option(
-    "-l",
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="WARNING",
-    help="Logging level.",
-)
-@click.option(
-    "-f", "--logfile", help="Path to log file. If no logfile is specified, stderr is used."
-)
+@log_options
 @click.option(
     "--prefetch-multiplier",
     type=click.IntRange(min=0),

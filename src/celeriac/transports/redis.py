@@ -41,8 +41,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -60,7 +59,7 @@ from celeriac.transports.base import (
     dead_letter_queue,
     mark_dead_letter,
 )
-from celeriac.transports.redis_connection import broker_error, connect_client
+from celeriac.transports.redis_connection import broker_errors, connect_client
 from celeriac.transports.redis_keys import (
     PRIORITY_ORDER,
     QueueKeys,
@@ -152,7 +151,7 @@ class RedisTransport:
     ) -> None:
         """Put one message on ``queue`` with one command; with ``eta`` it waits until then."""
         priority = clamp_priority(priority)
-        with self._errors():
+        with broker_errors(self.url):
             if eta is not None and eta > time.time():
                 self._client.zadd(
                     self._queue_keys(queue).delayed,
@@ -177,7 +176,7 @@ class RedisTransport:
                 pipeline.zadd(keys.delayed, {member: message.eta * 1000})
             else:
                 pipeline.xadd(keys.stream(priority), {"e": message.envelope.to_json()})
-        with self._errors():
+        with broker_errors(self.url):
             pipeline.execute()
 
     def fetch(self, queues: Sequence[str], max_messages: int, timeout: float) -> list[Delivery]:
@@ -245,7 +244,7 @@ class RedisTransport:
         pipeline = self._client.pipeline(transaction=False)
         for _, _, stream in streams:
             pipeline.xpending_range(stream, GROUP, "-", "+", max_messages, self.consumer_id)
-        with self._errors():
+        with broker_errors(self.url):
             # A stream without the group (a restarted Redis that kept nothing) has nothing
             # pending: its error is skipped, and the next lease makes the group again.
             pending_lists = pipeline.execute(raise_on_error=False)
@@ -266,7 +265,7 @@ class RedisTransport:
         pipeline = self._client.pipeline(transaction=False)
         for tag, stream in lost:
             pipeline.xrange(stream, tag.entry_id, tag.entry_id, 1)
-        with self._errors():
+        with broker_errors(self.url):
             entries = pipeline.execute()
         deliveries = []
         for (tag, _), found in zip(lost, entries, strict=True):
@@ -315,7 +314,7 @@ class RedisTransport:
             pipeline.xrange(
                 self._queue_keys(tag.queue).stream(tag.priority), tag.entry_id, tag.entry_id, 1
             )
-        with self._errors():
+        with broker_errors(self.url):
             entries = pipeline.execute()
         by_queue: dict[str, list[Any]] = defaultdict(list)
         for tag, found in zip(parsed, entries, strict=True):
@@ -335,7 +334,7 @@ class RedisTransport:
                 *self._queue_keys(dead_letter_queue(queue)).streams,
             )
             self._scripts["dead_letter"](keys, [GROUP, *arguments], client=pipeline)
-        with self._errors():
+        with broker_errors(self.url):
             pipeline.execute()
         self._settled(tags)
 
@@ -351,7 +350,7 @@ class RedisTransport:
                 [self.consumer_id, self._lease_ms],
                 client=pipeline,
             )
-        with self._errors():
+        with broker_errors(self.url):
             pipeline.execute()
 
     def stop_consuming(self, queues: Sequence[str]) -> None:
@@ -360,18 +359,18 @@ class RedisTransport:
     def purge(self, queue: str) -> int:
         """Delete every waiting message in ``queue`` (ready or delayed); return how many."""
         keys = self._queue_keys(queue)
-        with self._errors():
+        with broker_errors(self.url):
             return int(self._scripts["purge"]([*keys.streams, keys.delayed], [GROUP]))
 
     def queue_size(self, queue: str) -> int:
         """Count the messages waiting in ``queue`` (ready or delayed, not leased)."""
         keys = self._queue_keys(queue)
-        with self._errors():
+        with broker_errors(self.url):
             return int(self._scripts["queue_size"]([*keys.streams, keys.delayed], [GROUP]))
 
     def broadcast(self, channel: str, envelope: Envelope) -> None:
         """Publish on the channel (Redis pub/sub); nobody subscribed means it is lost."""
-        with self._errors():
+        with broker_errors(self.url):
             self._client.publish(channel_key(self._prefix, channel), envelope.to_json())
 
     def subscribe(self, channel: str, routing_key: str | None = None) -> RedisSubscription:
@@ -403,7 +402,7 @@ class RedisTransport:
                 self._scripts["release_owner"](
                     [*keys.streams, keys.consumers], [GROUP, self.consumer_id], client=pipeline
                 )
-            with self._errors():
+            with broker_errors(self.url):
                 pipeline.execute()
         finally:
             self._client.close()
@@ -424,7 +423,7 @@ class RedisTransport:
         for queue in missing:
             for stream in self._queue_keys(queue).streams:
                 pipeline.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        with self._errors():
+        with broker_errors(self.url):
             replies = pipeline.execute(raise_on_error=False)
         for reply in replies:
             if isinstance(reply, Exception) and not str(reply).startswith("BUSYGROUP"):
@@ -441,7 +440,7 @@ class RedisTransport:
             max_messages,
             round(time.time() * 1000),
         ]
-        with self._errors():
+        with broker_errors(self.url):
             try:
                 reply: list[Any] = self._scripts["fetch"](keys, arguments)
             except redis.ResponseError:
@@ -470,7 +469,7 @@ class RedisTransport:
             keys = self._queue_keys(queue)
             for priority, stream in zip(PRIORITY_ORDER, keys.streams, strict=True):
                 streams[stream] = (queue, priority)
-        with self._errors():
+        with broker_errors(self.url):
             try:
                 reply: Any = self._client.xreadgroup(
                     GROUP,
@@ -525,7 +524,7 @@ class RedisTransport:
         if len(by_queue) == 1:
             [(queue, arguments)] = by_queue.items()
             keys = self._queue_keys(queue)
-            with self._errors():
+            with broker_errors(self.url):
                 self._scripts["settle"](
                     [*keys.streams, keys.delayed], [GROUP, mode, ready_at, *arguments]
                 )
@@ -538,17 +537,9 @@ class RedisTransport:
                     [GROUP, mode, ready_at, *arguments],
                     client=pipeline,
                 )
-            with self._errors():
+            with broker_errors(self.url):
                 pipeline.execute()
         self._settled(tags)
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Turn redis-py errors into TransportError naming the broker without its password."""
-        try:
-            yield
-        except redis.RedisError as exc:
-            raise broker_error(self.url, exc) from exc
 
 
 def _entry_of(tag: str) -> tuple[str, int, str]:

@@ -10,7 +10,8 @@ the connections to the sentinels themselves).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports import redact_url
 from celeriac.transports.base import BrokerRefused, TransportError
 
-__all__ = ["CONNECTION_OPTIONS", "TLS_OPTIONS", "broker_error", "connect_client"]
+__all__ = ["CONNECTION_OPTIONS", "TLS_OPTIONS", "broker_errors", "connect_client"]
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -124,7 +125,7 @@ def _sentinel_client(url: str, settings: dict[str, Any], options: Mapping[str, A
     return client
 
 
-def broker_error(url: str, exc: redis.RedisError) -> TransportError:
+def _broker_error(url: str, exc: redis.RedisError) -> TransportError:
     """Turn a redis-py error into a TransportError naming the broker without its password.
 
     A refusal that waiting cannot mend is a ``BrokerRefused`` with what to check: the
@@ -143,3 +144,12 @@ def broker_error(url: str, exc: redis.RedisError) -> TransportError:
             " number at the end of the URL"
         )
     return TransportError(f"Redis broker {shown}: {exc}")
+
+
+@contextmanager
+def broker_errors(url: str) -> Iterator[None]:
+    """Turn redis-py errors inside into TransportError naming ``url`` without its password."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise _broker_error(url, exc) from exc

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import redis
 
@@ -17,7 +15,7 @@ from celeriac.exceptions import DecodeError
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports import redact_url
 from celeriac.transports.base import TransportError, accepts_routing_key
-from celeriac.transports.redis_connection import broker_error
+from celeriac.transports.redis_connection import broker_errors
 
 __all__ = ["RedisSubscription"]
 
@@ -42,7 +40,7 @@ class RedisSubscription:
         self._routing_key = routing_key
         self._pubsub = client.pubsub()
         self._closed = False
-        with self._errors():
+        with broker_errors(self._url):
             self._pubsub.subscribe(channel)
             deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
             while (remaining := deadline - time.monotonic()) > 0:
@@ -56,7 +54,7 @@ class RedisSubscription:
         """Return the envelopes broadcast since the last call, waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
         envelopes: list[Envelope] = []
-        with self._errors():
+        with broker_errors(self._url):
             wait = timeout
             while not self._closed:
                 message = self._pubsub.get_message(timeout=min(wait, SUBSCRIPTION_SLICE))
@@ -86,10 +84,3 @@ class RedisSubscription:
             return
         if accepts_routing_key(self._routing_key, envelope):
             envelopes.append(envelope)
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except redis.RedisError as exc:
-            raise broker_error(self._url, exc) from exc
