@@ -46,7 +46,8 @@ def test_five_hundred_sleeping_tasks_run_at_once_and_the_pool_signals_fire(
     assert values == [1] * TASKS
     assert wall_time < WALL_TIME_LIMIT, f"{TASKS} one-second tasks took {wall_time:.1f} s"
     assert longer_than_its_lease.get(timeout=30) == 4
-    assert worker.stop(signal.SIGTERM) == 0
+    # A warm stop of 500 greenlets' worker once took over 20 s in a loaded full run.
+    assert worker.stop(signal.SIGTERM, timeout=60) == 0
     records = worker.signals()
     received = [r["task_id"] for r in records if r["signal"] == "task_received"]
     assert len(received) == len(set(received)) == TASKS + 1
