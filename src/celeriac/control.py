@@ -6,6 +6,11 @@ wants replies subscribes first to the reply channel with a routing key of its ow
 collects ``{node: value}`` replies carrying its ticket until ``timeout``, until ``limit``
 replies came, or until every node named in ``destination`` answered. No I/O of its own:
 everything goes through the Transport.
+
+A ``revoke`` (or ``terminate``) sent to every worker is also recorded in the broker with
+``Transport.record_revokes`` for ``worker_revoke_expires`` seconds, before it is broadcast:
+workers read those records when they start and after they reconnect, so a revoke reaches
+the workers that were not listening. One sent to named nodes only is not recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.exceptions import DecodeError
 from celeriac.protocol.pidbox import build_request, parse_reply, reply_channel, request_channel
+from celeriac.transports.base import TransportError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -28,6 +34,7 @@ logger = logging.getLogger("celeriac.control")
 
 Reply = dict[str, Any]
 ReplyCallback = Callable[[Reply], object]
+REVOKE_COMMANDS = frozenset({"revoke", "terminate"})
 
 
 def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
@@ -200,11 +207,14 @@ class Control:
         """
         transport = self.app.transport
         nodes = _as_list(destination)
+        merged = {**(arguments or {}), **extra_kwargs}
+        if command in REVOKE_COMMANDS and nodes is None:
+            self._record_revokes(_as_list(merged.get("task_id")) or [])
         reply_key = str(uuid.uuid4()) if reply else None
         envelope, ticket = build_request(
             self.mailbox,
             command,
-            {**(arguments or {}), **extra_kwargs},
+            merged,
             destination=nodes,
             pattern=pattern,
             matcher=matcher,
@@ -221,6 +231,25 @@ class Control:
             return self._collect(subscription, ticket, timeout, limit or len(nodes or ()), callback)
         finally:
             subscription.close()
+
+    def _record_revokes(self, task_ids: list[str]) -> None:
+        """Keep the ids revoked in the broker, for workers that start or reconnect later.
+
+        A broker that cannot keep them (a RabbitMQ older than 3.9 has no streams) does not
+        stop the broadcast: the failure is logged and the workers listening now still hear.
+        """
+        ids = [str(task_id) for task_id in task_ids]
+        if not ids:
+            return
+        try:
+            self.app.transport.record_revokes(ids, float(self.app.conf.worker_revoke_expires))
+        except TransportError as exc:
+            logger.warning(
+                "Could not record the revoke of %s in the broker, so only the workers"
+                " listening now will skip it: %s",
+                ", ".join(ids),
+                exc,
+            )
 
     def _collect(
         self,

@@ -79,5 +79,12 @@ class SwitchableTransport:
     def subscribe(self, channel: str, routing_key: str | None = None) -> Subscription:
         return self.inner.subscribe(channel, routing_key)
 
+    def record_revokes(self, task_ids: Sequence[str], expires: float) -> None:
+        self._check()
+        self.inner.record_revokes(task_ids, expires)
+
+    def read_revokes(self) -> dict[str, float]:
+        return self.inner.read_revokes()
+
     def close(self) -> None:
         self.inner.close()

@@ -36,6 +36,7 @@ from celeriac.transports import redact_url
 from celeriac.transports.base import Transport
 from celeriac.worker.controller import WorkController
 from celeriac.worker.pools import POOLS
+from celeriac.worker.statedb import persistent_state
 
 __all__ = ["DEFAULT_NODENAME", "default_nodename", "host_format", "shown_url", "worker"]
 
@@ -258,6 +259,12 @@ def _warn_if_no_tasks(app: Celeriac) -> None:
     "--pidfile", help="File holding the worker's pid; refused while its process is alive."
 )
 @click.option(
+    "-S",
+    "--statedb",
+    help="File keeping revoked ids and the logical clock across restarts "
+    "(default: the worker_state_db setting). Expands %n and %h as --pidfile does.",
+)
+@click.option(
     "--purge",
     "--discard",
     "purge",
@@ -329,8 +336,14 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
         transport, _ = load_stores(app)
         cli.echo(_banner(controller, transport, logging.getLevelNamesMapping()[level_name]))
         _warn_if_no_tasks(app)
+        statedb = options["statedb"] or app.conf.worker_state_db
         with (
-            _embedded_beat(app, options["schedule_filename"]) if options["beat"] else nullcontext()
+            persistent_state(
+                log.node_format(statedb, nodename) if statedb else None,
+                controller.state,
+                app.clock,
+            ),
+            _embedded_beat(app, options["schedule_filename"]) if options["beat"] else nullcontext(),
         ):
             controller.start()
     ctx.exit(controller.exitcode)

@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import signal as signals_module
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -226,7 +227,7 @@ def registered(
 
 @inspect_command(help="List the task ids the worker knows to be revoked.")
 def revoked(state: ControlState, **kwargs: Any) -> list[str]:
-    return list(state.consumer.state.revoked)
+    return state.consumer.state.revoked_ids()
 
 
 @inspect_command(
@@ -264,9 +265,9 @@ def hello(
     if from_node == state.hostname:
         return None
     worker_state = state.consumer.state
-    for task_id in revoked or ():
-        worker_state.revoke(task_id)
-    return {"revoked": list(worker_state.revoked), "clock": state.app.clock.forward()}
+    expires_at = _revoke_expiry(state)
+    worker_state.merge_revokes({task_id: expires_at for task_id in revoked or ()})
+    return {"revoked": worker_state.revoked_ids(), "clock": state.app.clock.forward()}
 
 
 # ---- control ------------------------------------------------------------------------
@@ -284,10 +285,14 @@ def revoke(
     signal: str | int | None = None,
     **kwargs: Any,
 ) -> dict[str, str]:
-    """Remember the ids as revoked; with ``terminate`` also end them where they run here."""
+    """Remember the ids as revoked; with ``terminate`` also end them where they run here.
+
+    The ids are kept for ``worker_revoke_expires`` seconds; the client recorded them in
+    the broker too (``celeriac.control``), for workers that are not listening now.
+    """
     ids = [task_id] if isinstance(task_id, str) else list(task_id)
-    for revoked_id in ids:
-        state.consumer.state.revoke(revoked_id)
+    expires_at = _revoke_expiry(state)
+    state.consumer.state.merge_revokes({revoked_id: expires_at for revoked_id in ids})
     if terminate:
         signum = _signal_number(signal or "SIGTERM")
         ended = [tid for tid in ids if state.pool.terminate_job(tid, signum)]
@@ -445,6 +450,11 @@ def _signal_number(signal: str | int) -> int:
         return signal
     name = signal.upper()
     return int(getattr(signals_module, name if name.startswith("SIG") else f"SIG{name}"))
+
+
+def _revoke_expiry(state: ControlState) -> float:
+    """The Unix time at which a revoke received now expires (``worker_revoke_expires``)."""
+    return time.time() + float(state.app.conf.worker_revoke_expires)
 
 
 def _store_revoked(state: ControlState, ids: list[str]) -> None:

@@ -1,7 +1,9 @@
 """What one worker knows at run time: revoked ids, reserved and active requests, counters.
 
-Shared by the consumer, the pool callbacks and (later) remote control, from several
-threads; every mutation holds the lock.
+Shared by the consumer, the pool callbacks and remote control, from several threads;
+every mutation holds the lock. A revoked id is kept until its expiry (a broadcast revoke
+for ``worker_revoke_expires`` seconds; one read from the broker until the time recorded
+there), and at most ``REVOKES_MAX`` of them, the oldest forgotten first.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,6 +25,7 @@ class WorkerState:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        # Revoked task id -> the Unix time it stops counting as revoked, oldest first.
         self.revoked: OrderedDict[str, float] = OrderedDict()
         self.reserved: dict[str, Request] = {}
         self.active: dict[str, Request] = {}
@@ -29,16 +33,38 @@ class WorkerState:
         self.processed = 0
         self.started = time.monotonic()
 
-    def revoke(self, task_id: str) -> None:
-        """Remember a revoked id (oldest forgotten past ``REVOKES_MAX``)."""
+    def merge_revokes(self, revokes: Mapping[str, float]) -> int:
+        """Remember revoked ids with their expiry; return how many were new here."""
+        now = time.time()
+        added = 0
         with self.lock:
-            self.revoked[task_id] = time.time()
-            while len(self.revoked) > REVOKES_MAX:
-                self.revoked.popitem(last=False)
+            for task_id, expires_at in revokes.items():
+                if expires_at <= now:
+                    continue
+                known = self.revoked.pop(task_id, None)
+                added += known is None
+                self.revoked[task_id] = max(expires_at, known or 0.0)
+            self._forget_expired(now)
+        return added
 
     def is_revoked(self, task_id: str) -> bool:
-        """Tell whether ``task_id`` was revoked."""
-        return task_id in self.revoked
+        """Tell whether ``task_id`` was revoked and that has not expired."""
+        expires_at = self.revoked.get(task_id)
+        return expires_at is not None and expires_at > time.time()
+
+    def revoked_ids(self) -> list[str]:
+        """The ids revoked and not expired, oldest revoke first."""
+        now = time.time()
+        with self.lock:
+            return [task_id for task_id, expires_at in self.revoked.items() if expires_at > now]
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop expired ids from the oldest end, and the oldest past ``REVOKES_MAX``."""
+        while self.revoked:
+            task_id, expires_at = next(iter(self.revoked.items()))
+            if expires_at > now and len(self.revoked) <= REVOKES_MAX:
+                return
+            del self.revoked[task_id]
 
     def reserve(self, request: Request) -> None:
         """Record a request received and waiting for a pool slot."""
