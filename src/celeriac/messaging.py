@@ -28,7 +28,14 @@ from celeriac.transports.base import (
     clamp_priority,
 )
 
-__all__ = ["DEFAULT_RETRY_POLICY", "Bindings", "Producer", "retry_over_time", "transport_of"]
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "Bindings",
+    "Producer",
+    "retry_over_time",
+    "retry_publish",
+    "transport_of",
+]
 
 PERSISTENT_DELIVERY_MODE = 2
 
@@ -96,6 +103,42 @@ def retry_over_time(
             interval = min(interval + float(policy["interval_step"]), float(policy["interval_max"]))
         else:
             return
+
+
+def retry_publish(
+    publish: Callable[[], object],
+    retry_policy: Mapping[str, Any] | None = None,
+    *,
+    errback: ErrorCallback | None = None,
+) -> None:
+    """Publish under a retry policy; past it, say how many attempts were made and for how long.
+
+    The time this takes is bounded by the policy and the transport's connect and socket
+    timeouts: ``max_retries + 1`` attempts, each at most about one timeout, plus the
+    pauses between them.
+
+    Raises:
+        BrokerRefused: at once, from the first refusal.
+        TransportError: the last failure, its message naming the broker (password
+            masked), the attempts and the seconds spent.
+    """
+    started = time.monotonic()
+    attempts = 0
+
+    def attempt() -> None:
+        nonlocal attempts
+        attempts += 1
+        publish()
+
+    try:
+        retry_over_time(attempt, retry_policy, errback=errback)
+    except BrokerRefused:
+        raise
+    except TransportError as exc:
+        elapsed = time.monotonic() - started
+        raise TransportError(
+            f"{exc} (gave up after {attempts} attempts in {elapsed:.1f} s)"
+        ) from exc
 
 
 class Producer:
@@ -237,7 +280,7 @@ class Producer:
                 )
 
         if retry:
-            retry_over_time(send, retry_policy, errback=self.on_publish_error)
+            retry_publish(send, retry_policy, errback=self.on_publish_error)
         else:
             send()
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import signals
 from celeriac.current import get_current_task
 from celeriac.exceptions import EncodeError, QueueNotFound
-from celeriac.messaging import Producer, retry_over_time, transport_of
+from celeriac.messaging import Producer, retry_publish, transport_of
 from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.message import build_task_message
 from celeriac.result import AsyncResult
@@ -72,7 +72,7 @@ def batch_publish(app: Celeriac) -> Iterator[None]:
             transport.publish_many(batch.messages)
 
         if batch.retry:
-            retry_over_time(publish, policy)
+            retry_publish(publish, policy)
         else:
             publish()
     for action in batch.after:
@@ -288,7 +288,7 @@ def send_task_message(
     else:
         assert publish is not None
         if should_retry:
-            retry_over_time(publish, policy)
+            retry_publish(publish, policy)
         else:
             publish()
         after()

@@ -55,6 +55,7 @@ SCHEMES: dict[str, Callable[[], BackendFactory]] = {
     "redis": _redis,
     "rediss": _redis,
     "redis+socket": _redis,
+    "sentinel": _redis,
     "postgresql": _postgres,
     "postgres": _postgres,
     "db+postgresql": _postgres,

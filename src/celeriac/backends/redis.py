@@ -1,4 +1,5 @@
-"""The Redis result backend (edge layer): ``redis://``, ``rediss://`` and ``redis+socket://``.
+"""The Redis result backend (edge layer): ``redis://``, ``rediss://``, ``redis+socket://``
+and ``sentinel://`` (the client is built in ``redis_client.py``).
 
 Results are stored as Celery's Redis backend stores them (wire protocol §7.1), so a Celery
 client reads what a celeriac worker writes and the other way round: the key is
@@ -40,11 +41,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.client
@@ -63,10 +63,10 @@ from celeriac.backends.base import (
     ResultTuple,
     next_wait,
 )
-from celeriac.exceptions import DecodeError, ImproperlyConfigured, TimeoutError
+from celeriac.backends.redis_client import result_store_client
+from celeriac.exceptions import DecodeError, TimeoutError
 from celeriac.states import READY_STATES, SUCCESS
 from celeriac.transports import redact_url
-from celeriac.transports.redis_connection import waiting_pool
 
 TASK_KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
@@ -79,27 +79,6 @@ _STORE_UNDECIDED = -1
 
 # Keys per MGET: bounds the size of one command and of one reply.
 _KEYS_PER_MGET = 1000
-
-
-# Connection options taken from result_backend_transport_options; others are ignored, as
-# Celery ignores transport options a backend has no use for.
-_CONNECTION_OPTIONS = frozenset(
-    {
-        "socket_timeout",
-        "socket_connect_timeout",
-        "socket_keepalive",
-        "socket_keepalive_options",
-        "retry_on_timeout",
-        "max_connections",
-        "health_check_interval",
-        "client_name",
-        "username",
-        "password",
-    }
-)
-_TLS_OPTIONS = frozenset(
-    {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
-)
 
 
 class RedisBackend:
@@ -128,17 +107,9 @@ class RedisBackend:
         self.accept = accepted_content_types(serializer, accept)
         self.expires = expires or None
         self._codec = serialization.get_codec(serializer)
-        client_url, url_keyprefix = _client_url(url)
+        self._client, url_keyprefix = result_store_client(url, options)
         self.key_prefix = task_key_prefix(global_keyprefix or url_keyprefix)
         self.group_key_prefix = group_key_prefix(global_keyprefix or url_keyprefix)
-        connection_options = _connection_options(client_url, options)
-        try:
-            pool = waiting_pool(client_url, connection_options, options)
-        except (ValueError, TypeError) as exc:
-            raise ImproperlyConfigured(
-                f"bad Redis result backend URL {redact_url(url)!r}: {exc}"
-            ) from exc
-        self._client = redis.Redis(connection_pool=pool)
         self._subscribers = threading.local()
         self._chord_part_done = self._client.register_script(_script_source("chord_part_done"))
         self._chord_size = self._client.register_script(_script_source("chord_size"))
@@ -530,43 +501,6 @@ def _script_source(name: str) -> str:
 
 def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
-
-
-def _client_url(url: str) -> tuple[str, str | None]:
-    """Return the URL redis-py understands, and the ``global_keyprefix`` of its query string."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    keyprefix = next((value for name, value in query if name == "global_keyprefix"), None)
-    query = [(name, value) for name, value in query if name != "global_keyprefix"]
-    scheme = parts.scheme.lower()
-    if scheme == "redis+socket":
-        if not parts.path:
-            raise ImproperlyConfigured(
-                f"Redis result backend URL {redact_url(url)!r} names no socket: "
-                "use redis+socket:///path/to/redis.sock"
-            )
-        query = [("db" if name == "virtual_host" else name, value) for name, value in query]
-        # urlunsplit would drop the "//" of a URL without a host, which redis-py needs.
-        return f"unix://{parts.path}?{urlencode(query)}", keyprefix
-    if scheme not in ("redis", "rediss"):
-        raise ImproperlyConfigured(f"not a Redis URL: {redact_url(url)!r}")
-    return urlunsplit(parts._replace(query=urlencode(query))), keyprefix
-
-
-def _connection_options(client_url: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Pick redis-py connection options; TLS options need a ``rediss://`` URL."""
-    chosen = {name: value for name, value in options.items() if name in _CONNECTION_OPTIONS}
-    tls = {name: value for name, value in options.items() if name in _TLS_OPTIONS}
-    if tls and not client_url.startswith("rediss:"):
-        raise ImproperlyConfigured(
-            f"TLS options {sorted(tls)} need a rediss:// result backend URL, "
-            f"not {redact_url(client_url)!r}"
-        )
-    requirement = tls.get("ssl_cert_reqs")
-    if isinstance(requirement, str):
-        # Celery's settings spell it CERT_REQUIRED; redis-py wants "required".
-        tls["ssl_cert_reqs"] = requirement.lower().removeprefix("cert_")
-    return chosen | tls
 
 
 def _subscribe(pubsub: redis.client.PubSub, channel: str) -> None:

@@ -164,10 +164,11 @@ class Session:
     def wait_confirmed(self, future: Future[None]) -> None:
         """Wait for the confirms of a batch from :meth:`publish`."""
         try:
-            future.result(timeout=self.settings.operation_timeout)
+            future.result(timeout=self.settings.confirm_timeout)
         except TimeoutError as exc:
             raise TransportError(
-                f"RabbitMQ broker {redact_url(self.settings.url)} did not confirm in time"
+                f"RabbitMQ broker {redact_url(self.settings.url)} did not confirm within"
+                f" confirm_timeout={self.settings.confirm_timeout} s"
             ) from exc
 
     def close(self) -> None:
