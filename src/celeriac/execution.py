@@ -32,7 +32,7 @@ from celeriac.canvas.signature import Signature, maybe_signature, option_list
 from celeriac.context import Context
 from celeriac.current import task_running
 from celeriac.exceptions import EncodeError, Ignore, Reject, Retry
-from celeriac.protocol.result_meta import build_meta
+from celeriac.protocol.result_meta import build_meta, encode_exception
 from celeriac.result import AsyncResult, EagerResult, GroupResult
 from celeriac.task import Task, current_request_options
 
@@ -242,6 +242,44 @@ def unencodable_result(task: Task[Any, Any], exc: EncodeError) -> EncodeError:
     return error
 
 
+def storable_exception(exc: BaseException) -> BaseException | dict[str, Any]:
+    """``exc`` if it can be stored, else a readable stand-in keeping its type and module.
+
+    Arguments the result serializer cannot take are stored as their repr already; this
+    covers the rest, such as a repr that raises or arguments nested past the recursion
+    limit. As Celery does, the stand-in keeps the type's name, so a reader still sees what
+    was raised, with a message that says why its arguments are missing.
+    """
+    try:
+        encode_exception(exc)
+    except Exception as problem:  # a user's __repr__ may raise anything
+        return {
+            "exc_type": type(exc).__qualname__,
+            "exc_message": [
+                f"(the arguments of this {type(exc).__qualname__} could not be stored:"
+                f" {type(problem).__name__}: {_describe(problem)})"
+            ],
+            "exc_module": type(exc).__module__,
+        }
+    return exc
+
+
+def _describe(problem: BaseException) -> str:
+    try:
+        return str(problem)[:200]
+    except Exception:
+        return "its description failed too"
+
+
+def safe_repr(value: Any, limit: int | None = None) -> str:
+    """``repr(value)`` cut to ``limit``; if the repr itself fails, say so instead of raising."""
+    try:
+        text = repr(value)
+    except Exception as problem:  # a user's __repr__ may raise anything
+        return f"<{type(value).__qualname__} object; its repr() raised {type(problem).__name__}>"
+    return text if limit is None else text[:limit]
+
+
 def _on_retry(task: Task[Any, Any], request: Context, retry: Retry) -> TraceOutcome:
     einfo = ExceptionInfo.from_exception(retry)
     reason = retry.exc if isinstance(retry.exc, BaseException) else retry
@@ -259,11 +297,14 @@ def _on_failure(
     einfo = ExceptionInfo.from_exception(exc)
     name = request.shadow or task.name
     if isinstance(exc, task.throws):
-        logger.info("Task %s[%s] raised expected: %r", name, request.id, exc)
+        logger.info("Task %s[%s] raised expected: %s", name, request.id, safe_repr(exc))
     elif not eager:
-        logger.error("Task %s[%s] raised unexpected: %r", name, request.id, exc, exc_info=exc)
-    store_state(task, request, states.FAILURE, exc, traceback=einfo.traceback, is_error=True)
-    _report_to_chord(task, request, states.FAILURE, exc)
+        logger.error(
+            "Task %s[%s] raised unexpected: %s", name, request.id, safe_repr(exc), exc_info=exc
+        )
+    stored = storable_exception(exc)
+    store_state(task, request, states.FAILURE, stored, traceback=einfo.traceback, is_error=True)
+    _report_to_chord(task, request, states.FAILURE, stored)
     run_errbacks(task.app, request, exc, einfo.traceback, eager=eager)
     _call_quietly(
         "on_failure", task.on_failure, exc, request.id, request.args, request.kwargs, einfo
@@ -451,6 +492,8 @@ __all__ = [
     "TraceOutcome",
     "apply_eagerly",
     "run_errbacks",
+    "safe_repr",
+    "storable_exception",
     "store_state",
     "trace_task",
     "unencodable_result",

@@ -210,11 +210,18 @@ class _Compressor:
     mime: str
     compress: Callable[[bytes], bytes]
     decompress: Callable[[bytes], bytes]
+    # A fresh incremental decompressor whose ``decompress(data, max_length)`` stops there.
+    decompressor: Callable[[], Any]
+    # bz2 and lzma read concatenated streams, as their one-shot functions do; zlib ignores
+    # whatever follows its one stream.
+    is_multi_stream: bool
 
 
-_ZLIB = _Compressor("application/x-gzip", zlib.compress, zlib.decompress)
-_BZ2 = _Compressor("application/x-bz2", bz2.compress, bz2.decompress)
-_LZMA = _Compressor("application/x-lzma", lzma.compress, lzma.decompress)
+_ZLIB = _Compressor("application/x-gzip", zlib.compress, zlib.decompress, zlib.decompressobj, False)
+_BZ2 = _Compressor("application/x-bz2", bz2.compress, bz2.decompress, bz2.BZ2Decompressor, True)
+_LZMA = _Compressor(
+    "application/x-lzma", lzma.compress, lzma.decompress, lzma.LZMADecompressor, True
+)
 
 _COMPRESSORS: dict[str, _Compressor] = {
     "zlib": _ZLIB,
@@ -242,19 +249,56 @@ def compress(data: bytes, method: str) -> tuple[bytes, str]:
     return compressor.compress(data), compressor.mime
 
 
-def decompress(data: bytes, method_or_mime: str) -> bytes:
+def decompress(data: bytes, method_or_mime: str, *, max_size: int | None = None) -> bytes:
     """Undo :func:`compress`, given the method name or the header's MIME type.
 
+    With ``max_size``, decompression stops as soon as the output would pass that many bytes,
+    so a small payload that expands enormously (a compression bomb) costs no more memory
+    than the limit.
+
     Raises:
-        DecodeError: unknown method, or the data is not validly compressed.
+        DecodeError: unknown method, the data is not validly compressed, or it expands past
+            ``max_size``.
     """
     compressor = _COMPRESSORS.get(method_or_mime)
     if compressor is None:
         raise DecodeError(f"unsupported compression {method_or_mime!r}")
     try:
-        return compressor.decompress(data)
+        if max_size is None:
+            return compressor.decompress(data)
+        return _decompress_at_most(compressor, data, max_size, method_or_mime)
     except (zlib.error, OSError, lzma.LZMAError, ValueError, EOFError) as exc:
         raise DecodeError(f"cannot decompress {method_or_mime} payload: {exc}") from exc
+
+
+def _decompress_at_most(compressor: _Compressor, data: bytes, max_size: int, method: str) -> bytes:
+    """Decompress, asking each stream for one byte more than what is left to detect excess.
+
+    Trailing bytes that are not a stream are ignored, as the one-shot functions do.
+    """
+    chunks: list[bytes] = []
+    size, remaining = 0, data
+    while True:
+        decompressor = compressor.decompressor()
+        try:
+            output: bytes = decompressor.decompress(remaining, max_size - size + 1)
+        except (OSError, lzma.LZMAError):
+            if chunks:
+                break
+            raise
+        size += len(output)
+        if size > max_size:
+            raise DecodeError(
+                f"{method} payload of {len(data)} bytes expands past the limit of {max_size}"
+                " bytes; decompression stopped there"
+            )
+        if not decompressor.eof:
+            raise DecodeError(f"cannot decompress {method} payload: the stream is truncated")
+        chunks.append(output)
+        remaining = decompressor.unused_data
+        if not (compressor.is_multi_stream and remaining):
+            break
+    return b"".join(chunks)
 
 
 # ---- the JSON codec with kombu's type tags ----

@@ -240,6 +240,23 @@ def test_every_compression_round_trips_by_method_and_by_mime(method: str, mime: 
     assert serialization.decompress(compressed, header) == data
 
 
+@pytest.mark.parametrize("method", ["zlib", "bz2", "lzma"])
+def test_bounded_decompression_stops_at_the_limit_and_reads_like_the_one_shot(
+    method: str,
+) -> None:
+    bomb, _ = serialization.compress(b"\0" * 10_000_000, method)
+    stream, _ = serialization.compress(b"payload " * 100, method)
+    concatenated, trailing = stream + stream, stream + b"not a stream"
+
+    with pytest.raises(DecodeError, match="expands past the limit of 1000 bytes"):
+        serialization.decompress(bomb, method, max_size=1000)
+    with pytest.raises(DecodeError, match="truncated"):
+        serialization.decompress(stream[:-4], method, max_size=1000)
+    for data in (stream, concatenated, trailing):
+        bounded = serialization.decompress(data, method, max_size=2000)
+        assert bounded == serialization.decompress(data, method)
+
+
 def test_gzip_compression_reads_a_celery_compressed_body() -> None:
     compressed = base64.b64decode(CAPTURED_GZIP_BODY)
 

@@ -43,7 +43,11 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:
-        """Decode kombu's JSON envelope; a body without ``body_encoding`` is the payload text."""
+        """Decode kombu's JSON envelope; a body without ``body_encoding`` is the payload text.
+
+        Anything that is not an envelope, however hostile (wrong types, nesting past the
+        recursion limit), raises DecodeError, which transports quarantine.
+        """
         try:
             data = json.loads(raw)
             properties = dict(data.get("properties") or {})
@@ -52,12 +56,16 @@ class Envelope:
                 payload = base64.b64decode(body)
             else:
                 payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            content_type = data.get("content-type") or "application/json"
+            content_encoding = data.get("content-encoding") or "utf-8"
+            if not isinstance(content_type, str) or not isinstance(content_encoding, str):
+                raise TypeError(f"content type {content_type!r} or encoding is not text")
             return cls(
                 body=payload,
-                content_type=data.get("content-type") or "application/json",
-                content_encoding=data.get("content-encoding") or "utf-8",
+                content_type=content_type,
+                content_encoding=content_encoding,
                 headers=dict(data.get("headers") or {}),
                 properties=properties,
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise DecodeError(f"not a message envelope: {exc}") from exc

@@ -10,6 +10,7 @@ where the task runs. Protocol 1 messages are converted on parse (see ``legacy``)
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import time
@@ -22,7 +23,7 @@ from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.legacy import convert_v1_body, is_v1_body
 from celeriac.serialization import compress, decompress, dumps, loads
 
-__all__ = ["TaskMessage", "build_task_message", "parse_task_message"]
+__all__ = ["TaskMessage", "build_task_message", "parse_task_message", "readable_task_id"]
 
 # Celery cuts argsrepr/kwargsrepr to this many characters (task_protocol 2 sender).
 REPR_MAX_LENGTH = 1024
@@ -30,6 +31,14 @@ REPR_MAX_LENGTH = 1024
 _EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
 
 DecodedBody = tuple[list[Any], dict[str, Any], dict[str, Any]]
+
+# An eta or expires outside these bounds is refused as absurd: no client means a moment
+# before the Unix epoch or more than a century ahead, and such values overflow the time
+# arithmetic of brokers and pools (year 1 with an offset, year 9999).
+_EARLIEST_MOMENT = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_LONGEST_HORIZON = datetime.timedelta(days=36525)
+# Ten years: a longer limit is a mistake, and far longer ones overflow the pools' timers.
+_LONGEST_TIME_LIMIT = 10 * 365 * 24 * 3600.0
 
 
 def build_task_message(
@@ -165,23 +174,29 @@ class TaskMessage:
         """Name shown in logs and events: the shadow name if set, else the task name."""
         return self.shadow or self.name
 
-    def decode_body(self, accept: Collection[str] | None = None) -> DecodedBody:
+    def decode_body(
+        self, accept: Collection[str] | None = None, *, max_size: int | None = None
+    ) -> DecodedBody:
         """Decompress and deserialize the body; return ``(args, kwargs, embed)``.
 
         ``embed`` always has ``callbacks``, ``errbacks``, ``chain`` and ``chord`` keys.
+        ``max_size`` bounds the decompressed body (``worker_max_message_size``).
 
         Raises:
             ContentDisallowed: the content type is not in ``accept``.
-            DecodeError: the body does not decompress or deserialize, or (a ``SecurityError``
-                too) fails its signature check (``celeriac.security``).
+            DecodeError: the body does not decompress or deserialize, expands past
+                ``max_size``, or (a ``SecurityError`` too) fails its signature check
+                (``celeriac.security``).
             InvalidTaskError: the body is not ``[args, kwargs, embed]``.
         """
         if self.converted_body is not None:
             args, kwargs, embed = self.converted_body
             return list(args), dict(kwargs), dict(embed)
-        return _check_body(self._load(accept))
+        return _check_body(self._load(accept, max_size))
 
-    def decode_sent_arguments(self, accept: Collection[str] | None = None) -> tuple[Any, Any]:
+    def decode_sent_arguments(
+        self, accept: Collection[str] | None = None, *, max_size: int | None = None
+    ) -> tuple[Any, Any]:
         """Return the body's args and kwargs as sent, unchecked; None where unreadable.
 
         For reporting a body that :meth:`decode_body` refused, with what it carried.
@@ -190,42 +205,71 @@ class TaskMessage:
             args, kwargs, _ = self.converted_body
             return args, kwargs
         try:
-            body = self._load(accept)
+            body = self._load(accept, max_size)
         except DecodeError:
             return None, None
         if isinstance(body, list | tuple) and len(body) >= 2:
             return body[0], body[1]
         return None, None
 
-    def _load(self, accept: Collection[str] | None) -> Any:
-        data = decompress(self.body, self.compression) if self.compression else self.body
+    def _load(self, accept: Collection[str] | None, max_size: int | None) -> Any:
+        data = self.body
+        if self.compression:
+            data = decompress(data, self.compression, max_size=max_size)
         return loads(
             data, self.content_type, self.content_encoding, accept=accept, headers=self.headers
         )
 
 
-def parse_task_message(envelope: Envelope, *, accept: Collection[str] | None = None) -> TaskMessage:
+def parse_task_message(
+    envelope: Envelope,
+    *,
+    accept: Collection[str] | None = None,
+    max_size: int | None = None,
+    now: Callable[[], float] = time.time,
+) -> TaskMessage:
     """Read a task message's headers; decode the body only for protocol 1.
 
-    ``accept`` applies only to protocol 1, whose body must be decoded here.
+    ``accept`` and ``max_size`` (of the decompressed body) apply only to protocol 1, whose
+    body must be decoded here. ``now`` is the clock an ``eta`` or ``expires`` more than a
+    century ahead is measured against.
 
     Raises:
-        InvalidTaskError: required headers are missing or have the wrong type.
+        InvalidTaskError: required headers are missing, have the wrong type, or hold an
+            absurd value (a time before 1970 or a century ahead, a negative or endless
+            time limit).
         ContentDisallowed, DecodeError: a protocol 1 body that cannot be read.
     """
     headers = envelope.headers
     if "task" in headers:
-        return _from_headers(envelope, headers, protocol=2, converted_body=None)
+        return _from_headers(envelope, headers, protocol=2, converted_body=None, now=now)
     compression = headers.get("compression")
-    data = decompress(envelope.body, compression) if compression else envelope.body
+    if compression is not None and not isinstance(compression, str):
+        raise InvalidTaskError(f"header 'compression' is not a string: {compression!r}")
+    data = envelope.body
+    if compression:
+        data = decompress(data, compression, max_size=max_size)
     body = loads(data, envelope.content_type, envelope.content_encoding, accept=accept)
     if not is_v1_body(body):
         raise InvalidTaskError("message has no 'task' header and is not a protocol 1 task")
     legacy = convert_v1_body(body)
     merged = {**legacy.headers, **headers}
     return _from_headers(
-        envelope, merged, protocol=1, converted_body=(legacy.args, legacy.kwargs, legacy.embed)
+        envelope,
+        merged,
+        protocol=1,
+        converted_body=(legacy.args, legacy.kwargs, legacy.embed),
+        now=now,
     )
+
+
+def readable_task_id(envelope: Envelope) -> str | None:
+    """The task id of a protocol 2 message whose other headers may be unreadable, or None.
+
+    A refused message with a readable id gets its FAILURE stored, so its caller hears of it.
+    """
+    task_id = envelope.headers.get("id")
+    return task_id if isinstance(task_id, str) and task_id else None
 
 
 def _from_headers(
@@ -234,18 +278,21 @@ def _from_headers(
     *,
     protocol: int,
     converted_body: DecodedBody | None,
+    now: Callable[[], float],
 ) -> TaskMessage:
     name, task_id = headers.get("task"), headers.get("id")
     if not isinstance(name, str) or not name:
         raise InvalidTaskError("task message has no valid 'task' header")
     if not isinstance(task_id, str) or not task_id:
         raise InvalidTaskError(f"task message {name!r} has no valid 'id' header")
+    latest = datetime.datetime.fromtimestamp(now(), datetime.UTC) + _LONGEST_HORIZON
+    _check_properties(envelope.properties)
     return TaskMessage(
         name=name,
         id=task_id,
         shadow=_optional_str(headers, "shadow"),
-        eta=_datetime(headers, "eta"),
-        expires=_datetime(headers, "expires"),
+        eta=_datetime(headers, "eta", latest),
+        expires=_datetime(headers, "expires", latest),
         group=_optional_str(headers, "group"),
         group_index=_optional_int(headers, "group_index"),
         retries=_optional_int(headers, "retries") or 0,
@@ -312,16 +359,31 @@ def _isoformat(moment: datetime.datetime | None) -> str | None:
     return _aware(moment).astimezone(datetime.UTC).isoformat()
 
 
-def _datetime(headers: Mapping[str, Any], key: str) -> datetime.datetime | None:
+def _datetime(
+    headers: Mapping[str, Any], key: str, latest: datetime.datetime
+) -> datetime.datetime | None:
+    """Read an ISO-8601 time, refusing one before 1970 or later than ``latest``."""
     value = headers.get(key)
-    if value is None or isinstance(value, datetime.datetime):
-        return None if value is None else _aware(value)
-    if not isinstance(value, str):
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        moment = _aware(value)
+    elif isinstance(value, str):
+        try:
+            moment = _aware(datetime.datetime.fromisoformat(value))
+        except ValueError as exc:
+            raise InvalidTaskError(f"header {key!r} is not an ISO-8601 time: {value!r}") from exc
+    else:
         raise InvalidTaskError(f"header {key!r} is not an ISO-8601 time: {value!r}")
     try:
-        return _aware(datetime.datetime.fromisoformat(value))
-    except ValueError as exc:
-        raise InvalidTaskError(f"header {key!r} is not an ISO-8601 time: {value!r}") from exc
+        is_absurd = not _EARLIEST_MOMENT <= moment <= latest
+    except OverflowError:
+        is_absurd = True
+    if is_absurd:
+        raise InvalidTaskError(
+            f"header {key!r} is out of range: {value!r} is before 1970 or a century ahead"
+        )
+    return moment
 
 
 def _optional_str(headers: Mapping[str, Any], key: str) -> str | None:
@@ -353,9 +415,26 @@ def _timelimit(value: Any) -> tuple[float | None, float | None]:
         raise InvalidTaskError(f"header 'timelimit' is not [hard, soft]: {value!r}")
     hard, soft = value
     for limit in (hard, soft):
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)):
+        if limit is None:
+            continue
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
             raise InvalidTaskError(f"header 'timelimit' is not [hard, soft]: {value!r}")
+        if not (math.isfinite(limit) and 0 <= limit <= _LONGEST_TIME_LIMIT):
+            raise InvalidTaskError(
+                f"header 'timelimit' holds {limit!r}: a limit is 0 to {_LONGEST_TIME_LIMIT:.0f}"
+                " seconds"
+            )
     return hard, soft
+
+
+def _check_properties(properties: Mapping[str, Any]) -> None:
+    """Refuse properties the worker would trip on later, in another thread."""
+    delivery_info = properties.get("delivery_info")
+    if delivery_info is not None and not isinstance(delivery_info, Mapping):
+        raise InvalidTaskError(f"property 'delivery_info' is not a mapping: {delivery_info!r}")
+    priority = properties.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise InvalidTaskError(f"property 'priority' is not an integer: {priority!r}")
 
 
 def _stamped_headers(value: Any) -> list[str] | None:

@@ -17,7 +17,7 @@ from celeriac import states
 from celeriac.context import Context
 from celeriac.current import get_current_app
 from celeriac.exceptions import DecodeError, InvalidTaskError, NotRegistered, SecurityError
-from celeriac.execution import TraceOutcome, report_internal_error, trace_task
+from celeriac.execution import TraceOutcome, report_internal_error, safe_repr, trace_task
 from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.message import TaskMessage
 from celeriac.transports.base import Delivery
@@ -183,7 +183,8 @@ def execute_job(job: Job) -> JobOutcome:
     """Decode the message body and run its task here; the pool's target in every pool.
 
     A body that cannot be run (not ``[args, kwargs, embed]``, kwargs not a mapping, not
-    decodable) is an internal error of a known task: ``task_internal_error`` is sent and
+    decodable, nested past the recursion limit, expanding past ``worker_max_message_size``
+    when decompressed) is an internal error of a known task: ``task_internal_error`` is sent and
     FAILURE stored here, and the worker dead-letters the message with the reason. A body
     that fails its signature check (``celeriac.security``) is refused instead: nothing in
     it is trusted, and the worker sends ``task_rejected``, stores FAILURE and dead-letters it.
@@ -195,24 +196,28 @@ def execute_job(job: Job) -> JobOutcome:
         task = app.tasks[message.name]
     except NotRegistered as exc:
         return _undecodable(job, exc)
+    accept, max_size = app.conf.accept_content, app.conf.worker_max_message_size
     try:
-        args, kwargs, embed = message.decode_body(app.conf.accept_content)
+        args, kwargs, embed = message.decode_body(accept, max_size=max_size)
     except SecurityError as exc:
         return _refused(job, exc)
     except (DecodeError, InvalidTaskError) as exc:
-        args, kwargs = message.decode_sent_arguments(app.conf.accept_content)
+        # Only a body of the wrong shape decoded; decoding any other again would fail again.
+        args, kwargs = None, None
+        if isinstance(exc, InvalidTaskError):
+            args, kwargs = message.decode_sent_arguments(accept, max_size=max_size)
         report_internal_error(task, build_context(message, args, kwargs, {}, payload), exc)
         return _undecodable(job, exc)
     context = build_context(message, args, kwargs, embed, payload)
     outcome = trace_task(task, context, hostname=payload.hostname)
     info: dict[str, Any] = {"pid": os.getpid()}
     if outcome.state == states.SUCCESS:
-        info["result"] = repr(outcome.retval)[: task.resultrepr_maxsize]
+        info["result"] = safe_repr(outcome.retval, task.resultrepr_maxsize)
     elif outcome.einfo is not None:
         exception = outcome.retval
         if outcome.state == states.RETRY and outcome.retval.exc is not None:
             exception = outcome.retval.exc
-        info["exception"] = repr(exception)
+        info["exception"] = safe_repr(exception)
         info["traceback"] = outcome.einfo.traceback
     if logger.isEnabledFor(logging.INFO):
         _log_outcome(message.display_name, job.task_id, outcome, info)
