@@ -417,16 +417,20 @@ class Celeriac:
 
     @property
     def _transport_options(self) -> dict[str, Any]:
-        """``broker_transport_options`` over what Celery's task settings say of queues.
+        """``broker_transport_options`` over what Celery's settings say of queues and URLs.
 
         ``task_queue_max_priority`` and ``task_default_queue_type`` become the RabbitMQ
-        transport's ``max_priority`` and ``queue_type`` unless the options name them;
-        other transports ignore both.
+        transport's ``max_priority`` and ``queue_type``, ``broker_connection_timeout`` and
+        ``broker_failover_strategy`` its ``connect_timeout`` and ``failover_strategy``
+        (``connect_timeout`` is Redis's too), unless the options name them; transports
+        ignore the ones they have no use for.
         """
         conf = self.conf
         defaults = {
             "max_priority": conf.task_queue_max_priority,
             "queue_type": conf.task_default_queue_type,
+            "connect_timeout": conf.broker_connection_timeout,
+            "failover_strategy": conf.broker_failover_strategy,
         }
         present = {name: value for name, value in defaults.items() if value is not None}
         return {**present, **conf.broker_transport_options}

@@ -18,6 +18,7 @@ from celeriac.exceptions import ImproperlyConfigured
 
 _DELIVERY_MODES = {"persistent": 2, "transient": 1}
 MUTABLE = (dict, list, set)
+_BROKER_URLS = ("broker_url", "broker_read_url", "broker_write_url")
 
 
 def _check(name: str, value: Any) -> Any:
@@ -26,6 +27,9 @@ def _check(name: str, value: Any) -> Any:
         return value
     if name in ("accept_content", "result_accept_content") and isinstance(value, str):
         value = [value]
+    if name in _BROKER_URLS and isinstance(value, list | tuple):
+        # Celery takes a list of broker URLs for failover; kombu's string form joins them.
+        value = ";".join(value)
     expected = setting.type if isinstance(setting.type, tuple) else (setting.type,)
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         names = " or ".join(kind.__name__ for kind in expected)

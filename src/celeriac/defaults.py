@@ -45,6 +45,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("broker_connection_timeout", 4.0, NUMBER, "Seconds to wait for a connection."),
     Setting("broker_heartbeat", 120.0, OPTIONAL_NUMBER, "AMQP heartbeat in seconds."),
     Setting("broker_pool_limit", 10, (int, type(None)), "Connections kept in the pool."),
+    Setting("broker_failover_strategy", None, OPTIONAL_STR, "round-robin or shuffle over URLs."),
     # results
     Setting("result_backend", None, OPTIONAL_STR, "Result store URL; none follows the broker."),
     Setting("result_serializer", "json", str, "Serializer for stored results."),
@@ -104,6 +105,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker_pool", "prefork", str, "solo, threads or prefork."),
     Setting("worker_max_tasks_per_child", None, (int, type(None)), "Replace after N tasks."),
     Setting("worker_max_memory_per_child", None, (int, type(None)), "Replace above N KiB."),
+    Setting(
+        "worker_max_message_size",
+        64 * 1024 * 1024,
+        (int, type(None)),
+        "Bytes a task body may have, compressed or not; larger ones are dead-lettered.",
+    ),
     Setting("worker_send_task_events", False, bool, "Send task events (-E)."),
     Setting("worker_hijack_root_logger", True, bool, "Configure the root logger."),
     Setting(
@@ -126,6 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker_proc_alive_timeout", 4.0, NUMBER, "Seconds a child may take to start."),
     Setting("worker_enable_remote_control", True, bool, "Answer remote control commands."),
     Setting("worker_state_db", None, OPTIONAL_STR, "File keeping revoked ids."),
+    Setting("worker_revoke_expires", 10800.0, NUMBER, "Seconds a revoke is remembered."),
     Setting("worker_timer_precision", 1.0, NUMBER, "Seconds between timer checks."),
     Setting("worker_heartbeat_interval", 2.0, NUMBER, "Seconds between worker heartbeats."),
     # events and control

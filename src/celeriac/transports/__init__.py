@@ -119,8 +119,10 @@ def redact_url(url: str) -> str:
     """Return ``url`` with its password masked, for logs and error messages.
 
     ``redis://:secret@host/0`` becomes ``redis://:****@host/0``; a URL without a password
-    is returned unchanged.
+    is returned unchanged, and each URL of a ``;``-separated list is masked.
     """
+    if ";" in url:
+        return ";".join(redact_url(part) for part in url.split(";"))
     scheme, separator, rest = url.partition("://")
     userinfo, at, location = rest.rpartition("@")
     user, colon, _ = userinfo.partition(":")

@@ -42,13 +42,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-import amqp
-
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.envelope import Envelope
 from celeriac.transports import redact_url
-from celeriac.transports.amqp_connection import connection_error, parse_settings
+from celeriac.transports.amqp_connection import BrokerList
 from celeriac.transports.amqp_message import to_amqp
+from celeriac.transports.amqp_revokes import read_revokes, revoke_entry, revoke_stream
 from celeriac.transports.amqp_session import Held, Session
 from celeriac.transports.amqp_topology import (
     DELAY_ENTRY_EXCHANGE,
@@ -86,8 +85,9 @@ class AmqpTransport:
     Options: ``max_priority`` (``x-max-priority`` of the queues this transport creates),
     ``queue_type`` (``classic`` or ``quorum``), ``prefetch_count``, ``confirm_publish``
     (default True: publishes return once the broker confirmed them), and the connection
-    options of ``amqp_connection.parse_settings``. Options meant for other brokers are
-    ignored.
+    options of ``amqp_connection.parse_settings``. A ``;``-separated list of URLs fails
+    over from one broker to the next (``amqp_connection.BrokerList``, option
+    ``failover_strategy``). Options meant for other brokers are ignored.
     """
 
     def __init__(
@@ -109,7 +109,8 @@ class AmqpTransport:
         self.queue_type = queue_type
         self.prefetch_count = int(prefetch_count) if prefetch_count else 0
         self.confirm_publish = confirm_publish
-        self._settings = parse_settings(url, options)
+        self._brokers = BrokerList(url, options)
+        self._settings = self._brokers.current
         self._lock = threading.Lock()
         self._session: Session | None = None
         self._generations = itertools.count(1)
@@ -306,6 +307,23 @@ class AmqpTransport:
 
         self._live_session().call(send)
 
+    def record_revokes(self, task_ids: Sequence[str], expires: float) -> None:
+        """Append ``task_ids`` to the revokes stream (``amqp_revokes.py``), confirmed."""
+        spec = revoke_stream(expires)
+        message = revoke_entry(task_ids, expires)
+
+        def send(session: Session) -> Future[None]:
+            if "queue:" + spec.name not in session.declared:
+                session.declare_queue(spec)
+            return session.publish([("", spec.name, message)])
+
+        session = self._live_session()
+        session.wait_confirmed(session.call(send))
+
+    def read_revokes(self) -> dict[str, float]:
+        """Return the revoked ids in the revokes stream that have not expired."""
+        return read_revokes(self._settings)
+
     def subscribe(self, channel: str, routing_key: str | None = None) -> AmqpSubscription:
         """Start receiving what is broadcast on ``channel`` (with ``routing_key``) from now on."""
         subscription = AmqpSubscription(self, channel, routing_key)
@@ -347,10 +365,11 @@ class AmqpTransport:
             if session is None or not session.is_alive or session.pid != os.getpid():
                 # A forked child has the parent's session without its I/O thread: it
                 # leaves the socket to the parent and connects on its own.
-                try:
-                    session = Session(self._settings, next(self._generations))
-                except (OSError, amqp.exceptions.AMQPError) as exc:
-                    raise connection_error(self.url, exc) from exc
+                session = self._brokers.connect(
+                    lambda settings: Session(settings, next(self._generations)),
+                    after_loss=session is not None and session.pid == os.getpid(),
+                )
+                self._settings = session.settings
                 self._session = session
             return session
 

@@ -198,6 +198,46 @@ class Transport(Protocol):
         """
         ...
 
+    def record_revokes(self, task_ids: Sequence[str], expires: float) -> None:
+        """Keep ``task_ids`` as revoked in the broker for ``expires`` seconds.
+
+        Durable: a worker that starts or reconnects later reads them with ``read_revokes``,
+        so it skips tasks revoked while it could not hear the broadcast.
+        """
+        ...
+
+    def read_revokes(self) -> dict[str, float]:
+        """Return every revoked id still kept, with the Unix time it expires."""
+        ...
+
     def close(self) -> None:
         """Release connections and files; pending leases come back to the broker."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StartBooking:
+    """A request to book ``count`` start slots for ``key``, ``interval`` seconds apart."""
+
+    key: str
+    interval: float
+    count: int
+
+
+@runtime_checkable
+class SharedStartSlots(Protocol):
+    """A broker that keeps rate-limit start slots for every consumer of it (optional).
+
+    Redis and SQLite keep them, so a rate limit holds across the fleet; a transport
+    without this method (RabbitMQ, in-memory) leaves each worker to space its own starts.
+    """
+
+    def book_starts(self, bookings: Sequence[StartBooking]) -> list[list[float]]:
+        """Book each booking's slots atomically, by one clock shared by all consumers.
+
+        A key's next free slot starts where its last booking ended, or now if that has
+        passed; a booking whose ``interval`` differs from the key's last one (the rate
+        changed) starts at most one new interval from now. Returns, per booking, the
+        seconds from now until each of its slots, in one round trip for all of them.
+        """
         ...

@@ -64,6 +64,7 @@ class _Broker:
         self._delayed: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self._leases: list[tuple[float, int, int]] = []
         self._ids = itertools.count(1)
+        self.revokes: dict[str, float] = {}
 
     def add(self, message: OutgoingMessage) -> None:
         """Store a new message, ready now or delayed until its eta."""
@@ -370,6 +371,22 @@ class MemoryTransport:
             self._broker.subscribers[channel].add(subscription)
             self._subscriptions.add(subscription)
         return subscription
+
+    def record_revokes(self, task_ids: Sequence[str], expires: float) -> None:
+        """Keep ``task_ids`` as revoked for ``expires`` seconds (a later expiry wins)."""
+        expires_at = time.time() + expires
+        with self._broker.condition:
+            revokes = self._broker.revokes
+            for task_id in task_ids:
+                revokes[task_id] = max(expires_at, revokes.get(task_id, 0.0))
+
+    def read_revokes(self) -> dict[str, float]:
+        """Return the revoked ids that have not expired, forgetting those that have."""
+        now = time.time()
+        with self._broker.condition:
+            kept = {key: at for key, at in self._broker.revokes.items() if at > now}
+            self._broker.revokes = kept
+            return dict(kept)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every message was acknowledged or dropped; return whether that happened.

@@ -18,9 +18,9 @@ XCLAIM by owner rather than XAUTOCLAIM because XAUTOCLAIM picks entries by idle 
 would take a live consumer's long task.
 
 Every script touches the keys of one queue (one Cluster hash slot), except ``fetch.lua``
-over several queues, which reads them together to honour priority across queues in one
-round trip; the blocking read over several queues is likewise a multi-key command. The
-transport connects to standalone Redis and Sentinel, where that holds.
+(several queues, read together for priority across them in one round trip) and
+``rate_slots.lua`` (start slots by the server's clock, in keys of a hash tag of their own);
+the blocking read over several queues is likewise multi-key: standalone Redis and Sentinel.
 
 Key names and tags are in ``redis_keys.py``, URL schemes and connection options in
 ``redis_connection.py``, so that this module holds only the transport's behaviour.
@@ -54,12 +54,18 @@ from celeriac.transports import redact_url
 from celeriac.transports.base import (
     Delivery,
     OutgoingMessage,
+    StartBooking,
     TransportError,
     clamp_priority,
     dead_letter_queue,
     mark_dead_letter,
 )
-from celeriac.transports.redis_connection import broker_errors, connect_client
+from celeriac.transports.redis_connection import (
+    DEFAULT_SOCKET_TIMEOUT,
+    broker_errors,
+    connect_client,
+    master_moves,
+)
 from celeriac.transports.redis_keys import (
     PRIORITY_ORDER,
     QueueKeys,
@@ -67,7 +73,10 @@ from celeriac.transports.redis_keys import (
     channel_key,
     check_prefix,
     queue_keys,
+    revokes_key,
 )
+from celeriac.transports.redis_rate_slots import book_starts
+from celeriac.transports.redis_revokes import read_revokes, record_revokes
 from celeriac.transports.redis_subscription import RedisSubscription
 
 __all__ = ["RedisTransport"]
@@ -83,6 +92,7 @@ SCRIPT_NAMES = (
     "purge",
     "queue_size",
     "heartbeat",
+    "rate_slots",
 )
 FETCH_RESULT_FIELDS = 6
 
@@ -120,7 +130,7 @@ class RedisTransport:
         self._lease_ms = max(1, round(self.lease_seconds * 1000))
         self._prefix = check_prefix(global_keyprefix)
         self._client = connect_client(url, options)
-        socket_timeout = options.get("socket_timeout")
+        socket_timeout = options.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         # A blocking read must end well before the socket timeout, and before the
         # heartbeat it renewed runs out, or another consumer could claim what it got.
         self._max_block = min(
@@ -140,6 +150,7 @@ class RedisTransport:
         self._handed_out: set[tuple[str, int, str]] = set()
         self._handed_lock = threading.Lock()
         self._may_have_orphans = False
+        self._master_moves = 0
 
     @property
     def consumer_id(self) -> str:
@@ -200,6 +211,11 @@ class RedisTransport:
     def _fetch(self, unique: list[str], max_messages: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         self._ensure_groups(unique)
+        moves = master_moves(self._client)
+        if moves != self._master_moves:
+            # Acks the old master took after the failover were lost with it.
+            self._master_moves = moves
+            self._may_have_orphans = True
         if self._may_have_orphans:
             orphans = self._orphans(unique, max_messages)
             self._may_have_orphans = len(orphans) >= max_messages
@@ -241,9 +257,11 @@ class RedisTransport:
                 PRIORITY_ORDER, self._queue_keys(queue).streams, strict=True
             )
         ]
+        # Look past the entries handed out and still running, which may come first.
+        count = max_messages + len(self._handed_out)
         pipeline = self._client.pipeline(transaction=False)
         for _, _, stream in streams:
-            pipeline.xpending_range(stream, GROUP, "-", "+", max_messages, self.consumer_id)
+            pipeline.xpending_range(stream, GROUP, "-", "+", count, self.consumer_id)
         with broker_errors(self.url):
             # A stream without the group (a restarted Redis that kept nothing) has nothing
             # pending: its error is skipped, and the next lease makes the group again.
@@ -368,10 +386,25 @@ class RedisTransport:
         with broker_errors(self.url):
             return int(self._scripts["queue_size"]([*keys.streams, keys.delayed], [GROUP]))
 
+    def book_starts(self, bookings: Sequence[StartBooking]) -> list[list[float]]:
+        """Book rate-limit start slots by the server's clock (``redis_rate_slots.py``)."""
+        with broker_errors(self.url):
+            return book_starts(self._scripts["rate_slots"], self._prefix, bookings)
+
     def broadcast(self, channel: str, envelope: Envelope) -> None:
         """Publish on the channel (Redis pub/sub); nobody subscribed means it is lost."""
         with broker_errors(self.url):
             self._client.publish(channel_key(self._prefix, channel), envelope.to_json())
+
+    def record_revokes(self, task_ids: Sequence[str], expires: float) -> None:
+        """Keep ``task_ids`` as revoked for ``expires`` seconds (``redis_revokes.py``)."""
+        with broker_errors(self.url):
+            record_revokes(self._client, revokes_key(self._prefix), task_ids, expires)
+
+    def read_revokes(self) -> dict[str, float]:
+        """Return the revoked ids that have not expired, with their expiry."""
+        with broker_errors(self.url):
+            return read_revokes(self._client, revokes_key(self._prefix))
 
     def subscribe(self, channel: str, routing_key: str | None = None) -> RedisSubscription:
         """Start receiving what is broadcast on ``channel`` from now on.

@@ -12,6 +12,8 @@ has these keys::
     celeriac:{tasks}:consumers                     sorted set: consumer -> heartbeat deadline (ms)
     celeriac:{tasks}:swept                         marker: the last sweep for lost consumers
     celeriac:{tasks}.dead_letter:p9 ...            the dead-letter queue's keys
+    celeriac:rate-slots:{rate}:tasks.add           hash: next free start slot, spacing (us)
+    celeriac:revoked                               sorted set: revoked task id -> expiry
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from dataclasses import dataclass
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports.base import DEAD_LETTER_SUFFIX, MAX_PRIORITY, MIN_PRIORITY
 
-__all__ = ["PRIORITY_ORDER", "QueueKeys", "Tag", "channel_key", "check_prefix", "queue_keys"]
+__all__ = [
+    "PRIORITY_ORDER",
+    "QueueKeys",
+    "Tag",
+    "channel_key",
+    "check_prefix",
+    "queue_keys",
+    "rate_slot_key",
+    "revokes_key",
+]
 
 NAMESPACE = "celeriac:"
 PRIORITY_ORDER = tuple(range(MAX_PRIORITY, MIN_PRIORITY - 1, -1))
@@ -68,6 +79,17 @@ def queue_keys(prefix: str, queue: str) -> QueueKeys:
         consumers=f"{base}:consumers",
         sweep=f"{base}:swept",
     )
+
+
+def revokes_key(prefix: str) -> str:
+    """Name the sorted set of revoked task ids (``redis_revokes.py``)."""
+    return f"{prefix}{NAMESPACE}revoked"
+
+
+def rate_slot_key(prefix: str, task_name: str) -> str:
+    """Name the hash of a task type's start slots; all share one hash tag, so one script
+    can book slots for several task types on Redis Cluster too (``rate_slots.lua``)."""
+    return f"{prefix}{NAMESPACE}rate-slots:{{rate}}:{task_name}"
 
 
 def channel_key(prefix: str, channel: str) -> str:

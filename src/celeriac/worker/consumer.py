@@ -19,7 +19,6 @@ import datetime
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,7 @@ from celeriac.exceptions import (
     NotRegistered,
     TaskRevokedError,
 )
-from celeriac.protocol.message import parse_task_message
+from celeriac.protocol.message import parse_task_message, readable_task_id
 from celeriac.protocol.result_meta import build_meta
 from celeriac.serialization import normalize_accept, serializer_name
 from celeriac.transports.base import (
@@ -46,7 +45,7 @@ from celeriac.transports.base import (
 from celeriac.worker.batching import Batcher
 from celeriac.worker.outcome import OutcomeHandler
 from celeriac.worker.pools.base import Pool
-from celeriac.worker.rate_limit import RATE_SLOT_HEADER, RateLimits
+from celeriac.worker.rate_limit import RateLimits
 from celeriac.worker.request import Request
 from celeriac.worker.settlement import Action, Settlement, apply_settlements
 from celeriac.worker.state import WorkerState
@@ -99,6 +98,7 @@ class Consumer:
         self.soft_time_limit = soft_time_limit
         self.accept = normalize_accept(app.conf.accept_content)
         self.max_deliveries = app.conf.task_max_deliveries
+        self.max_message_size: int | None = app.conf.worker_max_message_size
         self.settler: Batcher[Settlement] = Batcher(
             lambda batch: apply_settlements(transport, batch),
             max_items=200,
@@ -106,7 +106,7 @@ class Consumer:
             retry_on=(TransportError,),
         )
         self.outcomes = OutcomeHandler(self)
-        self.rate_limits = RateLimits(app)
+        self.rate_limits = RateLimits(app, transport)
         self._ready: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._slots = threading.Semaphore(pool.limit)
         # Slots given up by pool_shrink that were busy: each is dropped as its job ends.
@@ -178,6 +178,9 @@ class Consumer:
     # ---- fetching ------------------------------------------------------------------
 
     def _fetch_loop(self) -> None:
+        # Revokes recorded in the broker are read before the first fetch and after each
+        # reconnect: broadcasts sent while this worker was not listening never reached it.
+        has_revokes = False
         while not self._stopping.is_set():
             with self._capacity:
                 while not self._wants_more() and not self._stopping.is_set():
@@ -186,16 +189,30 @@ class Consumer:
                 return
             wanted = self.prefetch_count - self.state.held()
             try:
+                if not has_revokes:
+                    self.state.merge_revokes(self.transport.read_revokes())
+                    has_revokes = True
                 deliveries = self.transport.fetch(self.queues, wanted, FETCH_TIMEOUT)
             except TransportError as exc:
                 if not self.reconnect(exc):
                     return
+                has_revokes = False
                 continue
+            received = []
             for delivery in deliveries:
                 if self._stopping.is_set():
                     self.settler.add(Settlement(Action.RELEASE, delivery.tag))
                     continue
-                self._receive(delivery)
+                try:
+                    request = self._receive(delivery)
+                except Exception as exc:
+                    # The per-message boundary: no input may stop the fetcher.
+                    logger.exception("Receiving message %s failed", delivery.tag)
+                    self.reject_malformed(delivery, exc)
+                    continue
+                if request is not None:
+                    received.append(request)
+            self._admit(received)
 
     def _wants_more(self) -> bool:
         """Tell whether to fetch: held messages are down to the pool's slots plus half the rest."""
@@ -203,41 +220,59 @@ class Consumer:
         refill_level = max(self.pool.limit, self.prefetch_count // 2)
         return held < self.prefetch_count and held <= refill_level
 
-    def _receive(self, delivery: Delivery) -> None:
-        """Check one delivery in the main process: only headers are read here."""
+    def _receive(self, delivery: Delivery) -> Request | None:
+        """Check one delivery in the main process (only headers are read here); return its
+        request if it may run now, None if it was dealt with (rejected, dropped, deferred).
+        """
         self.app.clock.forward()
+        size = len(delivery.envelope.body)
+        if self.max_message_size is not None and size > self.max_message_size:
+            # Refused before the body is decompressed or deserialized.
+            reason = f"body of {size} bytes exceeds worker_max_message_size={self.max_message_size}"
+            self.reject_malformed(delivery, InvalidTaskError(reason))
+            return None
         try:
-            message = parse_task_message(delivery.envelope, accept=self.accept)
+            message = parse_task_message(
+                delivery.envelope, accept=self.accept, max_size=self.max_message_size
+            )
         except (DecodeError, InvalidTaskError) as exc:
             self.reject_malformed(delivery, exc)
-            return
+            return None
         request = Request(delivery, message, self.hostname)
         if message.content_type not in self.accept:
             self.reject_malformed(delivery, self._disallowed(message.content_type), request=request)
-            return
+            return None
         if self.max_deliveries and delivery.delivery_count > self.max_deliveries:
             reason = (
                 f"delivered {delivery.delivery_count} times, more than "
                 f"task_max_deliveries={self.max_deliveries}"
             )
             self.reject_malformed(delivery, InvalidTaskError(reason), request=request)
-            return
+            return None
         if request.name not in self.app.tasks:
             self._unknown(request)
-            return
+            return None
         if self.state.is_revoked(request.id) or request.is_expired():
             self.discard_revoked(request, expired=not self.state.is_revoked(request.id))
-            return
+            return None
         if request.eta_in_future():
             eta = request.message.eta
             assert eta is not None
             self._defer(request, eta.timestamp())
-            return
-        wait = self.rate_limits.delay(request)
-        if wait > 0:
-            slot = time.time() + wait
-            self._defer(request, slot, {RATE_SLOT_HEADER: slot})
-            return
+            return None
+        return request
+
+    def _admit(self, requests: list[Request]) -> None:
+        """Hold the requests of one fetch for the pool, each rate-limited one once its start
+        slot has come (the slots of the batch are booked together); defer the others."""
+        for request, deferral in zip(requests, self.rate_limits.deferrals(requests), strict=True):
+            if deferral is not None:
+                self._defer(request, deferral.until, deferral.headers)
+            else:
+                self._hold(request)
+
+    def _hold(self, request: Request) -> None:
+        """Reserve a request for the pool and announce it (``task_received``, an event)."""
         self.state.reserve(request)
         if logger.isEnabledFor(logging.INFO):
             logger.info("Task %s[%s] received", request.display_name, request.id)
@@ -277,7 +312,7 @@ class Consumer:
 
         With a ``request`` (the headers could be read) the log line names the task, and
         its task gets FAILURE stored with the reason, so a caller waiting on the result
-        hears of it at once.
+        hears of it at once; without one, so does a task id still readable.
         """
         reason = f"{type(exc).__name__}: {exc}"
         dead_letters = dead_letter_queue(delivery.queue)
@@ -303,6 +338,8 @@ class Consumer:
             request.acknowledged = True
             self.store_outcome(request, states.FAILURE, exc)
             self._send_task_event("task-rejected", request, requeue=False)
+        elif (task_id := readable_task_id(delivery.envelope)) is not None:
+            self._quietly(self.app.store_meta, build_meta(task_id, states.FAILURE, exc))
 
     def settle(
         self, request: Request, action: Action, *, reason: str = "", delay: float = 0.0
@@ -506,7 +543,9 @@ class Consumer:
             self._quietly(self._report_chord_part, request, state, exc)
 
     def _report_chord_part(self, request: Request, state: str, exc: BaseException) -> None:
-        _, _, embed = request.message.decode_body(self.app.conf.accept_content)
+        _, _, embed = request.message.decode_body(
+            self.app.conf.accept_content, max_size=self.max_message_size
+        )
         context = Context(
             id=request.id,
             group=request.message.group,
