@@ -3,7 +3,8 @@
 A test that needs Redis, RabbitMQ or PostgreSQL calls :func:`require` with the server's
 name. When the server does not answer, the test is skipped with the reason, except under
 ``CI=true``, where a missing server is a failure: CI must not go green by skipping.
-Tests that stop and restart the broker run a :class:`PrivateRedis` of their own.
+Tests that stop and restart the broker run a :class:`PrivateRedis` or a
+:class:`PrivateRabbitMQ` of their own.
 """
 
 from __future__ import annotations
@@ -216,3 +217,86 @@ def close_rabbitmq_connection(connection_name: str) -> None:
             rabbitmqctl("close_connection", pid, "closed by a test")
             return
     raise LookupError(f"no RabbitMQ connection named {connection_name!r}")
+
+
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+"""The broker's own start script: ``/usr/sbin/rabbitmq-server`` switches to the rabbitmq
+user, who could not write the node's folder in the test's temporary directory."""
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of a test's own on free loopback ports, to stop and start at will.
+
+    Its name, database, logs, configuration and Erlang cookie live in ``folder``, so it
+    shares nothing with the node on 5672 but epmd. It takes 5 to 10 s to start.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        if not RABBITMQ_SERVER.exists():
+            reason = f"{RABBITMQ_SERVER} is missing (apt-get install rabbitmq-server)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true: {reason}")
+            pytest.skip(reason)
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.process: subprocess.Popen[bytes] | None = None
+        (folder / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
+        (folder / "enabled_plugins").write_text("[].\n")
+        self.env = dict(
+            os.environ,
+            HOME=str(folder),  # the node's Erlang cookie
+            RABBITMQ_NODENAME=f"test-{uuid.uuid4().hex[:12]}@localhost",
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(free_port()),
+            RABBITMQ_CONFIG_FILE=str(folder / "rabbitmq.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(folder / "enabled_plugins"),
+            RABBITMQ_MNESIA_BASE=str(folder / "mnesia"),
+            RABBITMQ_LOG_BASE=str(folder / "log"),
+            # The script then execs the Erlang VM, so our child is the node and a signal
+            # to its PID reaches the node itself.
+            RUNNING_UNDER_SYSTEMD="true",
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the node and wait until it accepts connections."""
+        log = (self.folder / "rabbitmq-server.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(RABBITMQ_SERVER)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.folder,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not is_up(Server("private", "127.0.0.1", self.port, self.url, "")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private RabbitMQ on port {self.port} did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Shut the node down as an operator would (SIGTERM: a clean stop)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+        self.process = None
+
+    def kill(self) -> None:
+        """End the node at once, by PID, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextmanager
+def private_rabbitmq(folder: Path) -> Iterator[PrivateRabbitMQ]:
+    """A started :class:`PrivateRabbitMQ`, killed on the way out whatever happened."""
+    server = PrivateRabbitMQ(folder)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()

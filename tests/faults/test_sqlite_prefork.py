@@ -21,9 +21,15 @@ from pathlib import Path
 import pytest
 
 from celeriac import Celeriac
-from celeriac.states import READY_STATES, SUCCESS
+from celeriac.states import SUCCESS
 from tests.e2e.conftest import wait_for
-from tests.faults.support import FaultBroker, faultproj_worker
+from tests.faults.support import (
+    FaultBroker,
+    children,
+    faultproj_worker,
+    wait_for_run,
+    wait_until_stored,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
@@ -118,40 +124,6 @@ def kill_a_child_mid_task(client: Celeriac, folder: Path, worker_pid: int) -> Ki
     )
     states = wait_until_stored(client, ids, timeout=20)
     return KillRound(victim in before, is_replaced, states, time.monotonic() - started)
-
-
-def wait_for_run(folder: Path, task_id: str, timeout: float) -> int:
-    """The process that recorded a run of ``task_id`` in its run file, once one has."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in folder.glob("*.runs"):
-            if task_id in path.read_text():
-                return int(path.stem)
-        time.sleep(0.05)
-    raise AssertionError(f"no process ran {task_id} within {timeout} s")
-
-
-def children(pid: int) -> set[int]:
-    """The child processes of ``pid``, from /proc (every thread's list: each slot thread
-    forks its own)."""
-    found: set[int] = set()
-    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found.update(int(child) for child in listing.read_text().split())
-        except FileNotFoundError:  # the thread ended while we looked
-            continue
-    return found
-
-
-def wait_until_stored(client: Celeriac, ids: list[str], timeout: float) -> list[str]:
-    """The state of each task once every one is ready, or as it stands after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = client.backend.get_many(ids)
-        states = [found[task_id]["status"] if task_id in found else "PENDING" for task_id in ids]
-        if set(states) <= READY_STATES or time.monotonic() > deadline:
-            return states
-        time.sleep(0.05)
 
 
 def stop_warm(worker: subprocess.Popen[bytes]) -> tuple[int | None, float]:
