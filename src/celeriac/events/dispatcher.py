@@ -15,9 +15,11 @@ clock order, as long as the transport keeps the order of one connection's messag
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -195,14 +197,17 @@ class EventDispatcher:
         producer = self.producer
         if not self.enabled or producer is None:
             return
-        group = group_from(type)
+        group, routing_key = _names(type)
         if self.groups and group not in self.groups:
             return
         with self._lock:
-            event = self._make_event(type, fields, blind, utcoffset, Event)
+            if Event is _default_event:
+                event = self._fill_event(type, fields, blind, utcoffset)
+            else:
+                event = self._make_event(type, fields, blind, utcoffset, Event)
             if group not in self.buffer_group:
                 # What waits was made earlier, so it goes first: events leave in clock order.
-                waiting = [*self._take_waiting(), (event, routing_key_for(type))]
+                waiting = [*self._take_waiting(), (event, routing_key)]
                 self._send_in_order(waiting, producer, retry, retry_policy)
                 return
             batch = self._group_buffer[group]
@@ -310,6 +315,22 @@ class EventDispatcher:
             **fields,
         )
 
+    def _fill_event(
+        self, type: str, fields: dict[str, Any], blind: bool, utcoffset: Callable[[], float]
+    ) -> EventBody:
+        """Make the event :func:`Event` would, in ``fields`` itself (send's own kwargs dict).
+
+        The hot path of a busy ``-E`` worker: one dict, filled in place.
+        """
+        fields["hostname"] = self.hostname
+        fields["utcoffset"] = utcoffset()
+        fields["pid"] = self.pid
+        fields["clock"] = None if blind else self.clock.forward()
+        if "timestamp" not in fields:
+            fields["timestamp"] = time.time()
+        fields["type"] = type
+        return fields
+
     def _take_waiting(self, errors: bool = True, groups: bool = True) -> list[Outgoing]:
         """Empty the offline buffer and the batches into one list, oldest first.
 
@@ -361,6 +382,15 @@ class EventDispatcher:
                 if not self.buffer_while_offline:
                     raise
                 return
+
+
+_default_event = Event
+
+
+@functools.lru_cache(maxsize=256)
+def _names(type: str) -> tuple[str, str]:
+    """An event type's group and routing key, worked out once per type, not once per event."""
+    return group_from(type), routing_key_for(type)
 
 
 def _driver_type(transport: Transport) -> str:
