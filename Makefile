@@ -1,4 +1,6 @@
 # Every target creates .venv on first use; CI runs `make lint typecheck test test-faults`.
+# make test runs three xdist workers on two cores: the suite waits on real brokers and
+# worker processes more than it computes (about half the CPU is idle with two).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 3 -m "not faults" $(PYTEST_ARGS)
 
 # The fault battery: real workers through broker restarts, crashes and poison tasks.
 test-faults: $(STAMP)
