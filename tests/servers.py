@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -99,11 +100,57 @@ def delete_redis_keys(url: str, prefix: str) -> None:
             client.delete(*keys)
 
 
-class PrivateRedis:
+class PrivateServer:
+    """A server process of a test's own on a free loopback port: started, stopped and
+    killed by its PID, never the shared one. Subclasses say how to launch it."""
+
+    name = "server"
+    stop_timeout = 30.0
+
+    def __init__(self, folder: Path, url: str, port: int) -> None:
+        self.folder = folder
+        self.url = url
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def launch(self, command: list[str], log_name: str, **options: Any) -> None:
+        """Start ``command`` with its output in ``log_name`` (``options`` go to Popen)."""
+        with (self.folder / log_name).open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, **options
+            )
+
+    def wait_until_up(self, timeout: float, poll: float) -> None:
+        """Wait until the port accepts connections; raise if the process died or took too long."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while not is_up(Server("private", "127.0.0.1", self.port, self.url, "")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private {self.name} on port {self.port} did not start")
+            time.sleep(poll)
+
+    def stop(self) -> None:
+        """Shut the server down as an operator would (SIGTERM: a clean stop)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=self.stop_timeout)
+        self.process = None
+
+    def kill(self) -> None:
+        """End the server at once, by PID, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class PrivateRedis(PrivateServer):
     """A ``redis-server`` of a test's own on a free loopback port, to stop and start at will.
 
     Tests that take the broker away use one, never the shared server on 6379.
     """
+
+    name = "redis-server"
 
     def __init__(
         self, folder: Path, *, appendonly: bool = False, password: str | None = None
@@ -114,13 +161,11 @@ class PrivateRedis:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"CI=true: {reason}")
             pytest.skip(reason)
+        port = free_port()
+        super().__init__(folder, f"redis://127.0.0.1:{port}/0", port)
         self.executable = executable
-        self.folder = folder
         self.appendonly = appendonly
         self.password = password
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
@@ -129,28 +174,8 @@ class PrivateRedis:
         command += ["--appendonly", "yes" if self.appendonly else "no"]
         if self.password is not None:
             command += ["--requirepass", self.password]
-        log = (self.folder / f"redis-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 10
-        while not is_up(Server("private", "127.0.0.1", self.port, self.url, "")):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"private redis-server on port {self.port} did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Shut the server down as an operator would (SIGTERM: the append-only file is synced)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process = None
-
-    def kill(self) -> None:
-        """End the server at once, by PID, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.process = None
+        self.launch(command, f"redis-{self.port}.log")
+        self.wait_until_up(timeout=10, poll=0.02)
 
 
 @contextmanager
@@ -224,12 +249,15 @@ RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 user, who could not write the node's folder in the test's temporary directory."""
 
 
-class PrivateRabbitMQ:
+class PrivateRabbitMQ(PrivateServer):
     """A RabbitMQ node of a test's own on free loopback ports, to stop and start at will.
 
     Its name, database, logs, configuration and Erlang cookie live in ``folder``, so it
     shares nothing with the node on 5672 but epmd. It takes 5 to 10 s to start.
     """
+
+    name = "RabbitMQ"
+    stop_timeout = 60.0
 
     def __init__(self, folder: Path) -> None:
         if not RABBITMQ_SERVER.exists():
@@ -237,10 +265,8 @@ class PrivateRabbitMQ:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"CI=true: {reason}")
             pytest.skip(reason)
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
-        self.process: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        super().__init__(folder, f"amqp://guest:guest@127.0.0.1:{port}//", port)
         (folder / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
         (folder / "enabled_plugins").write_text("[].\n")
         self.env = dict(
@@ -260,35 +286,14 @@ class PrivateRabbitMQ:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the node and wait until it accepts connections."""
-        log = (self.folder / "rabbitmq-server.log").open("ab")
-        self.process = subprocess.Popen(
+        self.launch(
             [str(RABBITMQ_SERVER)],
+            "rabbitmq-server.log",
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
             env=self.env,
             cwd=self.folder,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while not is_up(Server("private", "127.0.0.1", self.port, self.url, "")):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"private RabbitMQ on port {self.port} did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Shut the node down as an operator would (SIGTERM: a clean stop)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-        self.process = None
-
-    def kill(self) -> None:
-        """End the node at once, by PID, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.process = None
+        self.wait_until_up(timeout, poll=0.05)
 
 
 @contextmanager
