@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from celeriac import Celeriac, states
 from celeriac.exceptions import TaskRevokedError
@@ -135,3 +136,17 @@ def test_statedb_keeps_a_revoke_sent_to_this_node_alone_across_a_restart(
         for worker in workers:
             kill_worker(worker)
         client.close()
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_worker_that_cannot_read_the_recorded_revokes_still_consumes(
+    start_worker: StartWorker, client: Celeriac, broker: Broker
+) -> None:
+    # The revokes' sorted set made a plain string: every read of it fails with WRONGTYPE.
+    with redis.Redis.from_url(broker.url) as server:
+        server.set(f"{broker.options['global_keyprefix']}celeriac:revoked", "not a sorted set")
+
+    worker = start_worker(concurrency=1)
+
+    assert client.send_task("sigproj.add", (2, 3)).get(timeout=20) == 5
+    assert "Could not read the revokes recorded in the broker" in worker.log()

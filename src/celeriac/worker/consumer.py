@@ -188,10 +188,10 @@ class Consumer:
             if self._stopping.is_set():
                 return
             wanted = self.prefetch_count - self.state.held()
+            if not has_revokes:
+                self._load_revokes()
+                has_revokes = True
             try:
-                if not has_revokes:
-                    self.state.merge_revokes(self.transport.read_revokes())
-                    has_revokes = True
                 deliveries = self.transport.fetch(self.queues, wanted, FETCH_TIMEOUT)
             except TransportError as exc:
                 if not self.reconnect(exc):
@@ -213,6 +213,18 @@ class Consumer:
                 if request is not None:
                     received.append(request)
             self._admit(received)
+
+    def _load_revokes(self) -> None:
+        """Merge the revokes recorded in the broker; a failure is logged, never fatal.
+
+        A broker that cannot give them (a RabbitMQ without streams, a read that timed out)
+        must not stop the worker from consuming: it then skips only the revokes it hears.
+        A lost connection shows again at the fetch, whose reconnect reads them anew.
+        """
+        try:
+            self.state.merge_revokes(self.transport.read_revokes())
+        except TransportError as exc:
+            logger.warning("Could not read the revokes recorded in the broker: %s", exc)
 
     def _wants_more(self) -> bool:
         """Tell whether to fetch: held messages are down to the pool's slots plus half the rest."""
