@@ -75,3 +75,11 @@ def run_forked_repeatedly(
     while len(exit_codes) < times and not any(exit_codes):
         exit_codes.append(run_forked(functools.partial(action, len(exit_codes)), timeout))
     return exit_codes
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident memory of process ``pid``, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(f"no VmRSS for process {pid}")

@@ -189,14 +189,6 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def rss_bytes(pid: int) -> int:
-    """The resident memory of process ``pid``, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise LookupError(f"no VmRSS for process {pid}")
-
-
 def kill_whole_worker(worker: subprocess.Popen[bytes]) -> float:
     """SIGKILL the worker and each of its children; return the time the signals went.
 

@@ -31,10 +31,10 @@ from tests.faults.support import (
     fault_broker,
     fault_client,
     faultproj_worker,
-    rss_bytes,
     run_times,
     wait_until_stored,
 )
+from tests.processes import rss_bytes
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
 

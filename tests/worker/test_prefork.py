@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from celeriac.exceptions import (
     WorkerLostError,
 )
 from celeriac.worker.pools.base import ChildHooks, Job, JobOutcome
+from tests.processes import rss_bytes
 from tests.worker.support import (
     Outcomes,
     PoolFactory,
@@ -240,18 +240,11 @@ def test_child_is_replaced_after_max_tasks_per_child(make_pool):
     assert wait_until_gone(pids[0])
 
 
-def resident_kib() -> int:
-    """This process's resident memory now, which a forked child's peak starts from.
-
-    Not its own peak (``ru_maxrss``): a test that once held a large buffer in this
-    process would put the limit out of the children's reach.
-    """
-    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return resident_pages * resource.getpagesize() // 1024
-
-
 def test_child_is_replaced_after_a_job_that_takes_it_over_max_memory_per_child(make_pool):
-    limit_kib = resident_kib() + 64 * 1024
+    # From resident memory now, which a forked child's peak starts from, not this
+    # process's own peak: an earlier test that held a large buffer here would otherwise
+    # put the limit out of the children's reach.
+    limit_kib = rss_bytes(os.getpid()) // 1024 + 64 * 1024
     pool = make_pool("prefork", allocating_target, max_memory_per_child=limit_kib)
     outcomes = Outcomes()
 

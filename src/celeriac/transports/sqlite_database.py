@@ -18,6 +18,8 @@ from typing import Any
 from celeriac.transports import redact_url
 from celeriac.transports.base import TransportError
 from celeriac.transports.sqlite_connection import ThreadConnections, immediate_transaction
+from celeriac.transports.sqlite_rate_slots import CREATE_TABLE as RATE_SLOTS_TABLE
+from celeriac.transports.sqlite_revokes import CREATE_TABLE as REVOKES_TABLE
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Database"]
 
@@ -46,6 +48,8 @@ SCHEMA = (
         created REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS broadcasts_channel ON broadcasts (channel, id)",
+    REVOKES_TABLE,
+    RATE_SLOTS_TABLE,
 )
 
 

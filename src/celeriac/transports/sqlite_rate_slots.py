@@ -3,8 +3,8 @@
 Table ``rate_slots`` holds, per task type, the Unix time of its next free start slot and
 the spacing it was booked with. Every process that uses the file books in it, inside one
 write transaction that reads the clock after taking the write lock, so the slots of all
-workers on the machine come from one ordered sequence. The table is created on first use,
-so a file made before it existed gains it without a schema change.
+workers on the machine come from one ordered sequence. ``CREATE_TABLE`` is part of the
+broker's schema (``sqlite_database.py``), applied when a process first opens the file.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ def book_starts(
         return []
     booked = []
     with transaction() as connection:
-        connection.execute(CREATE_TABLE)
         now = clock()
         for booking in bookings:
             row = connection.execute(SELECT_SLOT, (booking.key,)).fetchone()

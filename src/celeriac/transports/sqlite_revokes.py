@@ -2,8 +2,9 @@
 
 Table ``revokes`` holds one row per revoked id with the Unix time it expires; revoking an
 id again keeps the later expiry. Expired rows are deleted whenever a revoke is recorded
-and are never returned. The table is created on first use, so a file made before it
-existed gains it without a schema change.
+and are never returned. ``CREATE_TABLE`` is part of the broker's schema
+(``sqlite_database.py``), which every process applies when it first opens the file, so a
+file made before the table existed gains it.
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ def record_revokes(
     connection: sqlite3.Connection, task_ids: Sequence[str], expires_at: float, now: float
 ) -> None:
     """Store ``task_ids`` until ``expires_at``; run inside a write transaction."""
-    connection.execute(CREATE_TABLE)
     connection.execute(DELETE_EXPIRED, (now,))
     connection.executemany(UPSERT, [(task_id, expires_at) for task_id in task_ids])
 
 
 def read_revokes(connection: sqlite3.Connection, now: float) -> dict[str, float]:
     """Return the ids that have not expired by ``now``, with their expiry."""
-    connection.execute(CREATE_TABLE)
     rows = connection.execute(SELECT_KEPT, (now,)).fetchall()
     return {str(task_id): float(expires) for task_id, expires in rows}
