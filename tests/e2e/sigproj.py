@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -104,6 +105,19 @@ def setup_direct_queue(sender, instance, **kwargs):
     queue_name = "{0}.dq".format(sender)  # sender is the nodename of the worker
     instance.app.amqp.queues.select_add(queue_name)
     record("seed:celeryd_after_setup", sender, {"queue": queue_name})
+
+
+_sigint_again = os.environ.get("SIGPROJ_SIGINT_WHILE_SHUTTING_DOWN") == "1"
+
+
+@signals.worker_shutting_down.connect
+def interrupt_again(sender: Any = None, **kwargs: Any) -> None:
+    """With SIGPROJ_SIGINT_WHILE_SHUTTING_DOWN=1, send the worker a second SIGINT while it
+    handles the first: a Ctrl-C hit twice in quick succession, at its worst moment."""
+    global _sigint_again
+    if _sigint_again:
+        _sigint_again = False
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 # ---- tasks -----------------------------------------------------------------------

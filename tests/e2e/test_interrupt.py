@@ -77,3 +77,21 @@ def test_the_second_ctrl_c_stops_the_tasks_and_gives_acks_late_ones_back(
     )
     assert late.state == "PENDING"
     assert client.transport.queue_size("celery") == 1
+
+
+@POOLS
+def test_a_second_ctrl_c_that_lands_while_the_first_is_handled_still_stops_cold(
+    start_worker: StartWorker, client: Celeriac, pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIGPROJ_SIGINT_WHILE_SHUTTING_DOWN", "1")
+    worker = start_worker(pool=pool, concurrency=2)
+    slow = client.send_task("sigproj.slow", (30,))
+    assert wait_for(lambda: running(worker) == 1)
+
+    worker.process.send_signal(signal.SIGINT)
+    exitcode = worker.process.wait(timeout=20)
+
+    assert exitcode == 1
+    assert "] worker: Cold shutdown (SIGINT): stopping 1 running task\n" in worker.log()
+    with pytest.raises(WorkerLostError, match="cold shutdown"):
+        slow.get(timeout=5)

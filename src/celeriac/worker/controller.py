@@ -14,6 +14,7 @@ the messages of cut-off ``acks_late`` tasks back to the broker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -106,7 +107,9 @@ class WorkController:
         self._select_queues(queues, exclude_queues)
         self.state = WorkerState()
         self._shutdown = threading.Event()
-        self._how = "Warm"
+        # "Warm" or "Cold" once a stop is asked for; claimed before it is announced.
+        self._how: str | None = None
+        self._stop_signals = itertools.count()
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None
         self.heart: Heart | None = None
@@ -240,7 +243,7 @@ class WorkController:
         short; further calls change nothing.
         """
         how = "Warm" if warm else "Cold"
-        if self._shutdown.is_set() and (warm or self._how == "Cold"):
+        if self._how == "Cold" or (warm and self._how is not None):
             return
         self._how = how
         self.exitcode = exitcode
@@ -294,7 +297,7 @@ class WorkController:
             self.pool.stop(graceful=False)
 
     def _stop_parts(self) -> None:
-        warm = self._how == "Warm"
+        warm = self._how != "Cold"
         if self.pidbox is not None:
             self.pidbox.stop()
         if self.consumer is not None:
@@ -315,10 +318,11 @@ class WorkController:
             return
 
         def warm(signum: int, frame: Any) -> None:
-            if self._shutdown.is_set():
-                self.stop(warm=False, sig=signal.Signals(signum).name, exitcode=1)
-            else:
-                self.stop(warm=True, sig=signal.Signals(signum).name)
+            # A second signal can run this handler inside the first one, before that one
+            # has logged its warning and set the flag; ``next`` on a counter is one step
+            # no handler can come between, so two signals always make one warm, one cold.
+            first = next(self._stop_signals) == 0 and self._how is None
+            self.stop(warm=first, sig=signal.Signals(signum).name, exitcode=0 if first else 1)
 
         def cold(signum: int, frame: Any) -> None:
             self.stop(warm=False, sig=signal.Signals(signum).name, exitcode=1)
