@@ -93,7 +93,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("task_publish_retry", True, bool, "Retry publishing on connection errors."),
     Setting("task_publish_retry_policy", DEFAULT_PUBLISH_RETRY_POLICY, dict, "Publish retries."),
     Setting("task_send_sent_event", False, bool, "Send a task-sent event per publish."),
-    Setting("task_annotations", None, (dict, list, tuple, type(None)), "Per-task attributes."),
+    Setting(
+        "task_annotations",
+        None,
+        None,
+        "Task attributes to rewrite: a dict by task name, an annotation object, its import"
+        " path, or a list of these.",
+    ),
     Setting("task_max_deliveries", 10, (int, type(None)), "Dead-letter after this many."),
     Setting("task_remote_tracebacks", False, bool, "Show the worker's traceback on get()."),
     Setting("task_inherit_parent_priority", False, bool, "Children inherit priority."),

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from celeriac import states
+from celeriac.annotations import annotate
 from celeriac.canvas.signature import Signature, signature
 from celeriac.context import Context
 from celeriac.current import get_current_app, get_current_task
@@ -108,6 +109,8 @@ class Task(Generic[P, R]):
     OperationalError = OperationalError
 
     _app: Celeriac | None = None
+    # The ``task_annotations`` value last applied to this task.
+    _annotated_from: Any = None
     _run_signature_cache: tuple[object, inspect.Signature | None] | None = None
 
     def __init__(self) -> None:
@@ -126,6 +129,18 @@ class Task(Generic[P, R]):
         self._app = app
         type(self).on_bound(app)
         return self
+
+    def annotate(self) -> None:
+        """Apply the app's ``task_annotations`` to this task, once per value of the setting.
+
+        Called when the task is first sent or run, and by the worker at start, so the
+        setting may be given after the task is defined; a later ``control.rate_limit``
+        is not undone.
+        """
+        annotations = self.app.conf.task_annotations
+        if annotations is not self._annotated_from:
+            self._annotated_from = annotations
+            annotate(self, annotations)
 
     @property
     def app(self) -> Celeriac:
@@ -259,6 +274,7 @@ class Task(Generic[P, R]):
         link_error, producer, add_to_parent, headers, ignore_result, time_limit,
         soft_time_limit, and the publish options of ``Producer.publish``.
         """
+        self.annotate()
         if self.typing:
             self.check_arguments(args or (), kwargs or {})
         shadow = shadow or self.shadow_name(args, kwargs, options)
@@ -437,6 +453,7 @@ class Task(Generic[P, R]):
         """Run the task here and now, blocking, and return an EagerResult."""
         from celeriac.execution import apply_eagerly
 
+        self.annotate()
         return apply_eagerly(
             self,
             list(args or ()),

@@ -34,6 +34,7 @@ app.conf.broker_transport_options = {
     "lease_seconds": 2.0,
     **json.loads(os.environ.get("SIGPROJ_TRANSPORT_OPTIONS") or "{}"),
 }
+app.conf.task_annotations = json.loads(os.environ.get("SIGPROJ_TASK_ANNOTATIONS") or "null")
 
 
 def record(name: str, sender: Any, kwargs: dict[str, Any]) -> None:
@@ -118,6 +119,20 @@ def interrupt_again(sender: Any = None, **kwargs: Any) -> None:
     if _sigint_again:
         _sigint_again = False
         os.kill(os.getpid(), signal.SIGINT)
+
+
+class AuditFailures:
+    """A ``task_annotations`` object, named by its import path: every sigproj task records
+    its failures through an ``on_failure`` handler given as a plain function."""
+
+    def annotate(self, task: Any) -> dict[str, Any] | None:
+        return {"on_failure": audit_failure} if task.name.startswith("sigproj.") else None
+
+
+def audit_failure(
+    self: Any, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+) -> None:
+    record("annotation:on_failure", self.name, {"task_id": task_id, "exc": exc})
 
 
 # ---- tasks -----------------------------------------------------------------------

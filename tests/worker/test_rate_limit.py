@@ -11,7 +11,6 @@ import pytest
 
 from celeriac import Celeriac
 from celeriac.protocol.message import build_task_message, parse_task_message
-from celeriac.rate_limits import annotated_rate_limit
 from celeriac.transports.base import Delivery, StartBooking, Transport
 from celeriac.transports.sqlite import SQLiteTransport
 from celeriac.worker.rate_limit import RATE_SLOT_HEADER, RateLimits
@@ -181,50 +180,6 @@ def test_worker_disable_rate_limits_starts_everything_at_once(app: Celeriac) -> 
     decisions = limits.deferrals([request_for("tasks.limited") for _ in range(3)])
 
     assert decisions == [None, None, None]
-
-
-def test_task_annotations_set_the_rate_of_the_worker_s_tasks(app: Celeriac) -> None:
-    app.conf.task_annotations = {"tasks.free": {"rate_limit": "4/s"}, "*": {"rate_limit": "1/m"}}
-
-    local_limits(app)
-
-    assert app.tasks["tasks.free"].rate_limit == "4/s"
-    assert app.tasks["tasks.limited"].rate_limit == "1/m"
-
-
-class SlowTasks:
-    """An annotation object in Celery's shape: ``annotate(task)`` returns attributes."""
-
-    def annotate(self, task: Any) -> dict[str, Any] | None:
-        return {"rate_limit": "1/h"} if task.name.startswith("tasks.") else None
-
-
-@pytest.mark.parametrize(
-    ("annotations", "expected"),
-    [
-        pytest.param(None, (False, None), id="none"),
-        pytest.param({"tasks.add": {"rate_limit": "10/s"}}, (True, "10/s"), id="by name"),
-        pytest.param({"*": {"rate_limit": "5/m"}}, (True, "5/m"), id="every task"),
-        pytest.param({"tasks.mul": {"rate_limit": "10/s"}}, (False, None), id="another task"),
-        pytest.param({"tasks.add": {"acks_late": True}}, (False, None), id="other attributes"),
-        pytest.param(SlowTasks(), (True, "1/h"), id="object"),
-        pytest.param(
-            [{"*": {"rate_limit": "5/m"}}, {"tasks.add": {"rate_limit": "1/s"}}],
-            (True, "1/s"),
-            id="list, later wins",
-        ),
-        pytest.param("tests.worker.test_rate_limit:SlowTasks", (True, "1/h"), id="import path"),
-    ],
-)
-def test_annotated_rate_limit_reads_celery_s_shapes(
-    annotations: Any, expected: tuple[bool, Any], app: Celeriac
-) -> None:
-    task = app.tasks["tasks.limited"]
-    task.name = "tasks.add"
-
-    found = annotated_rate_limit(annotations, task)
-
-    assert found == expected
 
 
 def test_only_redis_and_sqlite_brokers_book_in_the_broker(

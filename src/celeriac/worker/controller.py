@@ -151,6 +151,8 @@ class WorkController:
                 self.exitcode = 1
             self._stop_parts()
             return
+        for task in app.tasks.values():
+            task.annotate()
         groups = ["worker", "task"] if self.send_events else ["worker"]
         self.events = EventDispatcher(
             app.transport,

@@ -1,7 +1,7 @@
 """Rate limits: when each task type may start next (edge layer).
 
-A task's rate (``rate_limit``, a ``task_annotations`` entry, ``task_default_rate_limit``,
-or ``control.rate_limit`` at run time, which sets ``task.rate_limit``) spaces its starts
+A task's rate (``rate_limit``, which a ``task_annotations`` entry or ``control.rate_limit``
+at run time may set, else ``task_default_rate_limit``) spaces its starts
 ``1 / rate`` apart, as Celery's worker does. The start slots of a fetched batch are booked
 together: in the broker when it keeps slots for the fleet (Redis and SQLite implement
 ``SharedStartSlots``), so the limit holds across every worker at one round trip per batch;
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celeriac.exceptions import ImproperlyConfigured
-from celeriac.rate_limits import StartSpacing, annotated_rate_limit, parse_rate
+from celeriac.rate_limits import StartSpacing, parse_rate
 from celeriac.transports.base import SharedStartSlots, StartBooking, Transport, TransportError
 
 if TYPE_CHECKING:
@@ -54,21 +54,6 @@ class Deferral:
     headers: dict[str, Any]
 
 
-def apply_annotations(app: Celeriac) -> None:
-    """Set ``rate_limit`` on each registered task that ``task_annotations`` give one.
-
-    As in Celery, an annotation replaces the task's own attribute, and a later
-    ``control.rate_limit`` replaces the annotation.
-    """
-    annotations = app.conf.task_annotations
-    if not annotations:
-        return
-    for task in app.tasks.values():
-        is_annotated, rate_limit = annotated_rate_limit(annotations, task)
-        if is_annotated:
-            task.rate_limit = rate_limit
-
-
 class RateLimits:
     """Start slots of the rate-limited task types this worker runs; thread-safe."""
 
@@ -80,7 +65,6 @@ class RateLimits:
         self.shared = transport if isinstance(transport, SharedStartSlots) else None
         self._spacings: dict[str, StartSpacing] = {}
         self._lock = threading.Lock()
-        apply_annotations(app)
 
     def deferrals(self, requests: Sequence[Request]) -> list[Deferral | None]:
         """Decide for each request whether it waits for a start slot; None starts it now.
