@@ -30,6 +30,7 @@ from tests.faults.switchable import SwitchableTransport
 @dataclass
 class EventsConf:
     event_serializer: str = "json"
+    worker_max_message_size: int | None = None
 
 
 @dataclass

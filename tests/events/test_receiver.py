@@ -231,6 +231,23 @@ def test_compressed_events_are_decompressed(
     assert received[0]["type"] == "worker-online"
 
 
+def test_a_compression_bomb_is_dropped_at_the_size_limit_and_capture_goes_on(
+    transport: Transport, received: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = MiniApp(transport, conf=EventsConf(worker_max_message_size=1024 * 1024))
+    padding = " " * (8 * 1024 * 1024)
+    with EventReceiver(transport, handlers={"*": received.append}, app=app) as receiver:
+        producer = Producer(transport)
+        for body in ({"type": "worker-online", "pad": padding}, {"type": "worker-offline"}):
+            producer.publish(body, routing_key="w.x", exchange="celeryev", compression="zlib")
+
+        with caplog.at_level(logging.WARNING, logger="celeriac.events.receiver"):
+            receiver.capture(limit=2, timeout=5)
+
+    assert [event["type"] for event in received] == ["worker-offline"]
+    assert "expands past the limit of 1048576 bytes" in caplog.text
+
+
 def test_wakeup_broadcasts_heartbeat_through_the_apps_control(transport: Transport) -> None:
     pidbox = transport.subscribe("celery.pidbox")
     app = MiniApp(transport, control=PidboxControl())
@@ -261,6 +278,7 @@ def test_wakeup_sends_nothing_without_a_control_client(
 @dataclass
 class EventsConf:
     event_serializer: str = "json"
+    worker_max_message_size: int | None = 64 * 1024 * 1024
 
 
 @dataclass

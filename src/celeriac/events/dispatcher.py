@@ -52,6 +52,9 @@ class EventsConfig(Protocol):
     @property
     def event_serializer(self) -> str: ...
 
+    @property
+    def worker_max_message_size(self) -> int | None: ...
+
 
 class EventsApp(Protocol):
     """What the event services need from an app: its clock, settings and transport."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from celeriac.defaults import DEFAULTS
 from celeriac.entity import topic_matches
 from celeriac.events.clock import LamportClock
 from celeriac.events.dispatcher import EventsApp
@@ -84,6 +85,11 @@ class EventReceiver:
         self.node_id = node_id or str(uuid.uuid4())
         self.clock = app.clock if app is not None else LamportClock()
         serializer = app.conf.event_serializer if app is not None else "json"
+        self.max_size: int | None = (
+            app.conf.worker_max_message_size
+            if app is not None
+            else DEFAULTS["worker_max_message_size"].default
+        )
         self.accept = frozenset(accept) if accept is not None else frozenset({serializer, "json"})
         self.should_stop = False
         self._pending: deque[Envelope] = deque()
@@ -211,9 +217,13 @@ class EventReceiver:
 
     def _decode(self, envelope: Envelope) -> Any:
         data = envelope.body
+        if self.max_size is not None and len(data) > self.max_size:
+            raise DecodeError(
+                f"body of {len(data)} bytes exceeds worker_max_message_size={self.max_size}"
+            )
         compression = envelope.headers.get("compression")
         if compression:
-            data = decompress(data, compression)
+            data = decompress(data, compression, max_size=self.max_size)
         return loads(data, envelope.content_type, envelope.content_encoding, accept=self.accept)
 
 
