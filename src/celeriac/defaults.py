@@ -6,8 +6,11 @@ Celery does, so apps can carry their own settings in ``app.conf``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
+
+from celeriac.exceptions import ImproperlyConfigured
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,24 @@ class Setting:
     default: Any
     type: type | tuple[type, ...] | None
     doc: str
+
+
+def environment_number(variable: str, default: float) -> float:
+    """A number from Celery's environment variable ``variable``, else ``default``.
+
+    Celery reads a few worker limits only from the environment (``CELERY_WORKER_*``), so a
+    deployment that sets them keeps them.
+
+    Raises:
+        ImproperlyConfigured: the variable is set but is not a number.
+    """
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{variable}={value!r} is not a number") from None
 
 
 NUMBER = (int, float)
@@ -139,7 +160,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker_proc_alive_timeout", 4.0, NUMBER, "Seconds a child may take to start."),
     Setting("worker_enable_remote_control", True, bool, "Answer remote control commands."),
     Setting("worker_state_db", None, OPTIONAL_STR, "File keeping revoked ids."),
-    Setting("worker_revoke_expires", 10800.0, NUMBER, "Seconds a revoke is remembered."),
+    Setting(
+        "worker_revoke_expires",
+        environment_number("CELERY_WORKER_REVOKE_EXPIRES", 10800.0),
+        NUMBER,
+        "Seconds a revoke is remembered.",
+    ),
     Setting("worker_timer_precision", 1.0, NUMBER, "Seconds between timer checks."),
     Setting("worker_heartbeat_interval", 2.0, NUMBER, "Seconds between worker heartbeats."),
     # events and control

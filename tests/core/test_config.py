@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -77,3 +80,32 @@ def test_config_from_object_with_a_namespace() -> None:
     assert app.conf.task_acks_late is True
     assert app.conf.task_serializer == "json"
     app.close()
+
+
+def run_with_environment(code: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter: the variables are read when celeriac loads."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **variables},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_celery_s_worker_environment_variables_are_read() -> None:
+    done = run_with_environment(
+        "from celeriac import Celeriac; from celeriac.worker import state;"
+        " print(Celeriac('x').conf.worker_revoke_expires, state.REVOKES_MAX)",
+        CELERY_WORKER_REVOKE_EXPIRES="60",
+        CELERY_WORKER_REVOKES_MAX="100",
+    )
+
+    assert done.stdout.split() == ["60.0", "100"]
+
+
+def test_a_worker_environment_variable_that_is_not_a_number_is_named() -> None:
+    done = run_with_environment("import celeriac", CELERY_WORKER_REVOKE_EXPIRES="3h")
+
+    assert done.returncode == 1
+    assert "ImproperlyConfigured: CELERY_WORKER_REVOKE_EXPIRES='3h' is not a number" in done.stderr

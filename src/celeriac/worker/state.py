@@ -14,10 +14,12 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from celeriac.defaults import environment_number
+
 if TYPE_CHECKING:
     from celeriac.worker.request import Request
 
-REVOKES_MAX = 50_000
+REVOKES_MAX = int(environment_number("CELERY_WORKER_REVOKES_MAX", 50_000))
 
 
 class WorkerState:
