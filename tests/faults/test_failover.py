@@ -31,6 +31,7 @@ import redis
 
 from celeriac import Celeriac
 from celeriac.states import SUCCESS
+from celeriac.transports import redact_url
 from tests.e2e.conftest import wait_for
 from tests.faults.battery import record_row
 from tests.faults.support import FaultBroker, faultproj_worker, run_times, runs
@@ -259,6 +260,7 @@ def test_worker_on_a_rabbitmq_url_list_fails_over_to_the_next(
             before = [send(client, number) for number in range(TASKS // 2)]
             with faultproj_worker(broker, tmp_path, "-P", "prefork", "-c", "2") as worker:
                 assert wait_for(lambda: len(runs(tmp_path)) >= TASKS // 8, 60)
+                [stats] = client.control.inspect(timeout=2.0).stats().values()
                 cut = time.time()
                 proxy.cut()
                 after = [send(client, number) for number in range(TASKS // 2, TASKS)]
@@ -274,6 +276,9 @@ def test_worker_on_a_rabbitmq_url_list_fails_over_to_the_next(
     passed = done and alive and figures["lost"] == 0 and figures["unfinished"] == 0
     label = "rabbitmq url list" if as_list else "rabbitmq a;b"
     record_row("broker failover", label, "ok" if passed else "FAILED", summary(figures))
+    assert stats["broker"]["port"] == proxy.port
+    assert stats["broker"]["alternates"] == [redact_url(direct)]
+    assert stats["broker"]["failover_strategy"] == "round-robin"
     assert alive
     assert figures["lost"] == 0
     assert figures["unfinished"] == 0

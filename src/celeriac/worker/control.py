@@ -474,8 +474,13 @@ def _store_revoked(state: ControlState, ids: list[str]) -> None:
 
 
 def _broker_info(app: Celeriac) -> dict[str, Any]:
-    """The broker connection as Celery's stats show it; never the password."""
-    parts = urlsplit(app.broker_url)
+    """The broker connection as Celery's stats show it; never the password.
+
+    Of a failover list (``amqp://a;amqp://b``) the first URL is described and the others
+    are the ``alternates``.
+    """
+    first, *alternates = app.broker_url.split(";")
+    parts = urlsplit(first)
     path = parts.path.lstrip("/")
     return {
         "hostname": parts.hostname,
@@ -490,8 +495,8 @@ def _broker_info(app: Celeriac) -> dict[str, Any]:
         "login_method": None,
         "uri_prefix": None,
         "heartbeat": app.conf.broker_heartbeat,
-        "failover_strategy": "round-robin",
-        "alternates": [],
+        "failover_strategy": app._transport_options.get("failover_strategy") or "round-robin",
+        "alternates": [redact_url(url) for url in alternates],
     }
 
 
