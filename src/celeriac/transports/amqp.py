@@ -510,7 +510,7 @@ class AmqpSubscription:
             self._session, self._tag, self._queue = self._open()
         session = self._session
         deadline = time.monotonic() + timeout
-        with session.changed:
+        with session.broadcast:
             while True:
                 inbox = session.inboxes.get(self._tag)
                 if inbox:
@@ -522,7 +522,7 @@ class AmqpSubscription:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     return []
-                session.changed.wait(remaining)
+                session.broadcast.wait(remaining)
 
     def close(self) -> None:
         """Cancel the consumer and delete the queue; calling it again does nothing."""
@@ -533,8 +533,8 @@ class AmqpSubscription:
         if session.is_alive:
             with contextlib.suppress(TransportError):
                 session.call(lambda live: live.unsubscribe(tag, queue))
-        with session.changed:
-            session.changed.notify_all()
+        with session.broadcast:
+            session.broadcast.notify_all()
 
     def _open(self) -> tuple[Session, str, str]:
         exchange = channel_exchange(self._channel)

@@ -13,9 +13,12 @@ is missing (404), so it is reopened as needed without disturbing the other two.
 
 Deliveries wait in ``ready`` until a fetch takes them; every unacknowledged delivery
 is in ``held`` by its AMQP delivery tag, oldest first. Both, and the subscription inboxes,
-are guarded by the ``changed`` condition, which is notified on every delivery and on
-failure. Acks of the oldest deliveries go as one ``multiple`` ack. Other threads may read
-``consumers`` and ``prefetch_count`` to skip a call when there is no consumer to start.
+are guarded by the lock of the ``changed`` condition, which is notified on every task
+delivery and on failure; ``broadcast`` shares that lock and is notified on every message
+to a subscription and on failure, so a worker's pidbox thread does not wake for each task
+and its fetcher does not wake for each event. Acks of the oldest deliveries go as one
+``multiple`` ack. Other threads may read ``consumers`` and ``prefetch_count`` to skip a
+call when there is no consumer to start.
 When the connection fails the session is over for good: waiters get the TransportError and
 the transport opens a new session on its next call. The broker requeues what was held.
 """
@@ -104,7 +107,9 @@ class Session:
         self.settings = settings
         self.generation = generation
         self.pid = os.getpid()
-        self.changed = threading.Condition()
+        guard = threading.RLock()
+        self.changed = threading.Condition(guard)
+        self.broadcast = threading.Condition(guard)
         self.ready: list[Held] = []
         self.held: dict[int, Held] = {}
         self.inboxes: dict[str, list[Envelope]] = {}
@@ -286,9 +291,9 @@ class Session:
         inbox: list[Envelope] = []
 
         def deliver(message: Any) -> None:
-            with self.changed:
+            with self.broadcast:
                 inbox.append(from_amqp(message).envelope)
-                self.changed.notify_all()
+                self.broadcast.notify_all()
 
         tag: str = self._consume.basic_consume(queue, no_ack=True, callback=deliver)
         with self.changed:
@@ -448,6 +453,7 @@ class Session:
             self.ready.clear()
             self.held.clear()
             self.changed.notify_all()
+            self.broadcast.notify_all()
         with contextlib.suppress(*CONNECTION_ERRORS, AttributeError):
             if exc is None:
                 self._connection.close()
