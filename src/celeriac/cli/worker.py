@@ -34,6 +34,7 @@ from celeriac.cli.app_loading import (
 from celeriac.cli.purge import purge_queues, purged_message, split_commas
 from celeriac.transports import redact_url
 from celeriac.transports.base import Transport
+from celeriac.worker.autoscale import parse_autoscale
 from celeriac.worker.controller import WorkController
 from celeriac.worker.pools import POOLS
 from celeriac.worker.statedb import persistent_state
@@ -146,7 +147,7 @@ def _banner(controller: WorkController, transport: Transport, loglevel: int) -> 
         f"  app:         {app.main or '__main__'}",
         f"  transport:   {shown_url(transport.url)}",
         f"  results:     {shown_url(results) if results else 'disabled'}",
-        f"  concurrency: {controller.concurrency} ({controller.pool_name})",
+        f"  concurrency: {_concurrency(controller)}",
         f"  task events: {'ON' if controller.send_events else 'OFF'}",
         f"  queues:      {', '.join(controller.queues)}",
     ]
@@ -154,6 +155,24 @@ def _banner(controller: WorkController, transport: Transport, loglevel: int) -> 
         names = sorted(_task_names(app, include_builtins=loglevel <= logging.DEBUG))
         lines += ["", "[tasks]", *(f"  . {name}" for name in names), ""]
     return "\n".join(lines)
+
+
+def _concurrency(controller: WorkController) -> str:
+    if controller.autoscale is None:
+        return f"{controller.concurrency} ({controller.pool_name})"
+    maximum, minimum = controller.autoscale
+    return f"{minimum}..{maximum} ({controller.pool_name}, autoscale)"
+
+
+def _autoscale(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_autoscale(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def shown_url(url: str) -> str:
@@ -200,6 +219,13 @@ def _warn_if_no_tasks(app: Celeriac) -> None:
     type=click.IntRange(min=1),
     help="Number of child processes (or threads) processing the queue. "
     "The default is the number of CPUs available on your system.",
+)
+@click.option(
+    "--autoscale",
+    metavar="MAX,MIN",
+    callback=_autoscale,
+    help="Resize the pool between MIN and MAX processes (or threads) as work comes and goes,"
+    " such as 10,3.",
 )
 @click.option(
     "-Q",
@@ -399,5 +425,6 @@ def _controller(
         max_memory_per_child=options["max_memory_per_child"],
         time_limit=options["time_limit"],
         soft_time_limit=options["soft_time_limit"],
+        autoscale=options["autoscale"],
         options=everything,
     )

@@ -31,6 +31,7 @@ from celeriac.exceptions import ImproperlyConfigured, TaskRevokedError
 from celeriac.protocol.result_meta import build_meta
 from celeriac.rate_limits import parse_rate
 from celeriac.transports import redact_url
+from celeriac.worker.autoscale import grow, shrink
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -166,7 +167,7 @@ def report(state: ControlState, **kwargs: Any) -> dict[str, str]:
 @inspect_command(help="Show the worker's statistics: pool, totals, resource usage, broker.")
 def stats(state: ControlState, **kwargs: Any) -> dict[str, Any]:
     worker_state = state.consumer.state
-    return {
+    reply = {
         "total": dict(worker_state.total),
         "pid": os.getpid(),
         "clock": str(state.app.clock.value),
@@ -176,6 +177,9 @@ def stats(state: ControlState, **kwargs: Any) -> dict[str, Any]:
         "prefetch_count": state.consumer.prefetch_count,
         "rusage": _rusage(),
     }
+    if state.worker.autoscaler is not None:
+        reply["autoscaler"] = state.worker.autoscaler.info()
+    return reply
 
 
 @inspect_command(signature="[safe=False]", help="List the tasks the worker is running.")
@@ -362,8 +366,11 @@ def shutdown(state: ControlState, msg: str = "Got shutdown from remote", **kwarg
     args=[("n", int)], signature="[N=1]", help="Add N processes or threads to the pool."
 )
 def pool_grow(state: ControlState, n: int = 1, **kwargs: Any) -> dict[str, str]:
-    state.pool.grow(int(n))
-    state.consumer.add_slots(int(n))
+    autoscaler = state.worker.autoscaler
+    if autoscaler is not None:
+        autoscaler.force_scale_up(int(n))
+    else:
+        grow(state.pool, state.consumer, int(n))
     return ok("pool will grow")
 
 
@@ -371,8 +378,11 @@ def pool_grow(state: ControlState, n: int = 1, **kwargs: Any) -> dict[str, str]:
     args=[("n", int)], signature="[N=1]", help="Remove N processes or threads from the pool."
 )
 def pool_shrink(state: ControlState, n: int = 1, **kwargs: Any) -> dict[str, str]:
-    state.pool.shrink(int(n))
-    state.consumer.remove_slots(int(n))
+    autoscaler = state.worker.autoscaler
+    if autoscaler is not None:
+        autoscaler.force_scale_down(int(n))
+    else:
+        shrink(state.pool, state.consumer, int(n))
     return ok("pool will shrink")
 
 
@@ -381,8 +391,13 @@ def pool_shrink(state: ControlState, n: int = 1, **kwargs: Any) -> dict[str, str
     signature="[max [min]]",
     help="Change the autoscaler's bounds.",
 )
-def autoscale(state: ControlState, **kwargs: Any) -> dict[str, str]:
-    raise ValueError("Autoscale not enabled")
+def autoscale(
+    state: ControlState, max: int | None = None, min: int | None = None, **kwargs: Any
+) -> dict[str, str]:
+    autoscaler = state.worker.autoscaler
+    if autoscaler is None:
+        raise ValueError("Autoscale not enabled")
+    return ok(autoscaler.update(max, min))
 
 
 @control_command(help="Restart the pool's processes.")

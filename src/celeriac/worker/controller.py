@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
 from celeriac.events.dispatcher import EventDispatcher
+from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports.base import TransportError
+from celeriac.worker.autoscale import Autoscaler
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.control import ControlState
 from celeriac.worker.heartbeat import Heart
@@ -79,6 +81,7 @@ class WorkController:
         max_memory_per_child: int | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        autoscale: tuple[int, int] | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = app
@@ -93,6 +96,16 @@ class WorkController:
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.pool_name == "solo":
             self.concurrency = 1
+        self.autoscale: tuple[int, int] | None = None
+        if autoscale is not None:
+            if self.pool_name == "solo":
+                raise ImproperlyConfigured(
+                    "--autoscale needs a pool that can resize (prefork, threads or gevent):"
+                    " the solo pool runs one job at a time"
+                )
+            maximum, minimum = autoscale
+            self.autoscale = (maximum, max(minimum, 1))
+            self.concurrency = self.autoscale[1]
         multiplier = conf.worker_prefetch_multiplier
         self.prefetch_multiplier = (
             multiplier if prefetch_multiplier is None else prefetch_multiplier
@@ -114,6 +127,7 @@ class WorkController:
         self.consumer: Consumer | None = None
         self.heart: Heart | None = None
         self.pidbox: Pidbox | None = None
+        self.autoscaler: Autoscaler | None = None
         self.events: EventDispatcher | None = None
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
@@ -135,8 +149,10 @@ class WorkController:
 
     @property
     def prefetch_count(self) -> int:
-        """Messages held at most: concurrency times the multiplier (0 means one per slot)."""
-        return self.concurrency * self.prefetch_multiplier
+        """Messages held at most: concurrency (the autoscaler's MAX, if any) times the
+        multiplier (0 means one per slot)."""
+        slots = self.autoscale[0] if self.autoscale is not None else self.concurrency
+        return slots * self.prefetch_multiplier
 
     # ---- running ---------------------------------------------------------------------
 
@@ -193,6 +209,10 @@ class WorkController:
             reconnect=self._reconnect,
         )
         self.consumer.start()
+        if self.autoscale is not None:
+            maximum, minimum = self.autoscale
+            self.autoscaler = Autoscaler(self.pool, self.consumer, self.state, maximum, minimum)
+            self.autoscaler.start()
         self.heart = Heart(self.events, self._counters, app.conf.worker_heartbeat_interval)
         self.heart.start()
         self.pidbox = Pidbox(ControlState(self), app.transport, app.conf.control_exchange)
@@ -302,6 +322,8 @@ class WorkController:
         warm = self._how != "Cold"
         if self.pidbox is not None:
             self.pidbox.stop()
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
         if self.consumer is not None:
             self.consumer.stop_fetching()
         if self.pool is not None:
