@@ -531,3 +531,29 @@ def test_worker_with_an_unknown_broker_fails_before_its_banner(run: RunCLI) -> N
     assert completed.stderr.splitlines()[-1].startswith("Error: no broker transport for scheme")
     assert "s3cret" not in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_shell_starts_with_the_app_the_canvas_and_the_tasks(run: RunCLI, broker_url: str) -> None:
+    lines = [
+        "print(sorted(n for n in ('add', 'app', 'celery', 'chain', 'group') if n in globals()))",
+        "print(add.name, app.main, celery is app)",
+        "print(group(add.s(i, i) for i in range(2)).apply().get())",
+    ]
+
+    done = run("-A", "cliproj", "-b", broker_url, "shell", "--python", stdin="\n".join(lines))
+
+    assert done.returncode == 0, done.stderr
+    assert "Tasks: add\n" in done.stderr
+    assert ">>> ['add', 'app', 'celery', 'chain', 'group']\n" in done.stdout
+    assert "cliproj.add cliproj True\n" in done.stdout
+    assert "[0, 2]\n" in done.stdout
+
+
+def test_shell_without_tasks_leaves_them_out(run: RunCLI, broker_url: str) -> None:
+    done = run(
+        "-A", "cliproj", "-b", broker_url, "shell", "--python", "-T",
+        stdin="print('add' in globals(), 'app' in globals())",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "False True\n" in done.stdout

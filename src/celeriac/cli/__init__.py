@@ -26,6 +26,7 @@ from celeriac.cli.events import events
 from celeriac.cli.inspect import inspect
 from celeriac.cli.purge import purge
 from celeriac.cli.result import result
+from celeriac.cli.shell import shell
 from celeriac.cli.status import status
 from celeriac.cli.worker import worker
 from celeriac.current import get_current_app
@@ -122,3 +123,4 @@ main.add_command(control)
 main.add_command(status)
 main.add_command(events)
 main.add_command(deadletters)
+main.add_command(shell)
