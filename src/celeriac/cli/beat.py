@@ -16,7 +16,9 @@ import click
 from celeriac import __version__, log
 from celeriac.beat.service import Service
 from celeriac.cli.app_loading import CeleriacCommand, CLIContext
-from celeriac.cli.worker import log_options, pidfile
+from celeriac.cli.detach import detach_from_options, detach_options
+from celeriac.cli.pidfile import pidfile
+from celeriac.cli.worker import log_options
 from celeriac.transports import redact_url
 
 __all__ = ["beat"]
@@ -67,6 +69,7 @@ def _stop_on_signals(service: Service) -> None:
 )
 @log_options
 @click.option("--pidfile", help="File holding beat's pid; refused while its process is alive.")
+@detach_options
 @click.pass_context
 def beat(ctx: click.Context, /, **options: Any) -> None:
     """Start the beat periodic task scheduler.
@@ -78,6 +81,9 @@ def beat(ctx: click.Context, /, **options: Any) -> None:
     app = cli.app
     if options["scheduler"]:
         app.conf.beat_scheduler = options["scheduler"]
+    detach = detach_from_options(options)
+    if detach is not None:
+        detach.start(logfile=options["logfile"], pidfile=options["pidfile"])
     try:
         log.setup_logging(
             app,

@@ -31,6 +31,8 @@ from celeriac.cli.app_loading import (
     CLIContext,
     load_stores,
 )
+from celeriac.cli.detach import detach_from_options, detach_options
+from celeriac.cli.pidfile import pidfile
 from celeriac.cli.purge import purge_queues, purged_message, split_commas
 from celeriac.transports import redact_url
 from celeriac.transports.base import Transport
@@ -81,57 +83,6 @@ def default_nodename(hostname: str | None) -> str:
     if "@" not in template:
         template = f"celeriac@{template}"
     return host_format(template)
-
-
-@contextmanager
-def pidfile(path: str | None) -> Iterator[None]:
-    """Hold ``path`` with this process's pid while the worker runs; refuse a live one."""
-    if path is None:
-        yield
-        return
-    _write_pidfile(path)
-    try:
-        yield
-    finally:
-        _remove_own_pidfile(path)
-
-
-def _write_pidfile(path: str) -> None:
-    try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        pid = _read_pid(path)
-        if pid is not None and _is_alive(pid):
-            raise click.ClickException(
-                f"pidfile {path} holds the pid {pid} of a running process"
-            ) from None
-        os.unlink(path)
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(f"{os.getpid()}\n")
-
-
-def _read_pid(path: str) -> int | None:
-    try:
-        with open(path) as file:
-            return int(file.read().strip() or "0") or None
-    except (OSError, ValueError):
-        return None
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_own_pidfile(path: str) -> None:
-    if _read_pid(path) == os.getpid():
-        os.unlink(path)
 
 
 def _banner(controller: WorkController, transport: Transport, loglevel: int) -> str:
@@ -284,6 +235,7 @@ def _warn_if_no_tasks(app: Celeriac) -> None:
 @click.option(
     "--pidfile", help="File holding the worker's pid; refused while its process is alive."
 )
+@detach_options
 @click.option(
     "-S",
     "--statedb",
@@ -341,6 +293,11 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
     level_name = str(options["loglevel"]).upper()
     pool = str(options["pool"] or app.conf.worker_pool).lower()
     pool = POOL_ALIASES.get(pool, pool)
+    pidfile_path = log.node_format(options["pidfile"], nodename) if options["pidfile"] else None
+    detach = detach_from_options(options)
+    if detach is not None:
+        logfile = log.node_format(options["logfile"], nodename) if options["logfile"] else None
+        detach.start(logfile=logfile, pidfile=pidfile_path)
     try:
         log.setup_logging(
             app,
@@ -352,7 +309,6 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot open the log file: {exc}") from exc
     everything = {**options, **ctx.meta.get(PRELOAD_OPTIONS_KEY, {}), "hostname": nodename}
-    pidfile_path = log.node_format(options["pidfile"], nodename) if options["pidfile"] else None
     with pidfile(pidfile_path):
         controller = _controller(app, nodename, pool, options, everything)
         if options["purge"]:
