@@ -97,13 +97,23 @@ def node_format(template: str, nodename: str) -> str:
 
     ``%p`` is the full node name (``w1@example.com``), ``%n`` its name part (``w1``),
     ``%h`` its host (``example.com``), ``%d`` the host's domain (``com``) and ``%%`` a
-    percent sign; other placeholders (the pool's ``%i``, ``%I``) are left as they are.
+    percent sign. The pool process index is that of the main process (``%i`` is ``0``,
+    ``%I`` empty): a celeriac worker's pool processes log into its main process's file.
+    Other placeholders are left as they are.
     """
     name, at, host = nodename.partition("@")
     if not at:
         name, host = DEFAULT_NODE_NAME, nodename
     host = host or socket.gethostname()
-    values = {"p": nodename, "n": name, "h": host, "d": host.partition(".")[2], "%": "%"}
+    values = {
+        "p": nodename,
+        "n": name,
+        "h": host,
+        "d": host.partition(".")[2],
+        "i": "0",
+        "I": "",
+        "%": "%",
+    }
     return re.sub(r"%(.)", lambda match: values.get(match.group(1), match.group(0)), template)
 
 

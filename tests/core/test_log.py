@@ -172,9 +172,9 @@ def test_redacting_filter_masks_passwords_in_arguments_and_tracebacks() -> None:
 
 
 def test_node_format_expands_the_node_placeholders() -> None:
-    template = "%n-%h-%d-%p-%%-%i.log"
+    template = "%n-%h-%d-%p-%%-%i-%x%I.log"
 
-    assert node_format(template, "w1@example.com") == "w1-example.com-com-w1@example.com-%-%i.log"
+    assert node_format(template, "w1@example.com") == "w1-example.com-com-w1@example.com-%-0-%x.log"
     assert node_format("%n@%h", "host.lan") == "celeriac@host.lan"
 
 

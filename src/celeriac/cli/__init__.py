@@ -24,6 +24,7 @@ from celeriac.cli.control import control
 from celeriac.cli.deadletters import deadletters
 from celeriac.cli.events import events
 from celeriac.cli.inspect import inspect
+from celeriac.cli.multi import multi
 from celeriac.cli.purge import purge
 from celeriac.cli.result import result
 from celeriac.cli.shell import shell
@@ -124,3 +125,4 @@ main.add_command(status)
 main.add_command(events)
 main.add_command(deadletters)
 main.add_command(shell)
+main.add_command(multi)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import click
 
-__all__ = ["check_pidfile", "pidfile"]
+__all__ = ["check_pidfile", "is_alive", "pidfile", "read_live_pid"]
 
 
 @contextmanager
@@ -36,7 +36,7 @@ def check_pidfile(path: str) -> None:
         click.ClickException: it does, naming the file and the pid.
     """
     pid = _read_pid(path)
-    if pid is not None and pid != os.getpid() and _is_alive(pid):
+    if pid is not None and pid != os.getpid() and is_alive(pid):
         raise click.ClickException(f"pidfile {path} holds the pid {pid} of a running process")
 
 
@@ -59,7 +59,14 @@ def _read_pid(path: str) -> int | None:
         return None
 
 
-def _is_alive(pid: int) -> bool:
+def read_live_pid(path: str) -> int | None:
+    """The pid in ``path`` if that process runs, else None (no file, or a stale one)."""
+    pid = _read_pid(path)
+    return pid if pid is not None and is_alive(pid) else None
+
+
+def is_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
