@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from celeriac import Celeriac, states
 from celeriac.exceptions import TaskRevokedError
-from tests.e2e.conftest import Broker, WorkerProcess, subprocess_env, wait_for
+from tests.e2e.conftest import Broker, WorkerProcess, run_celeriac, wait_for
 
 pytestmark = pytest.mark.slow
 ON_SQLITE_AND_REDIS = pytest.mark.parametrize("broker", ["sqlite", "redis"], indirect=True)
@@ -41,15 +40,7 @@ def cli(broker: Broker, tmp_path: Path) -> RunCLI:
     """Run ``python -m celeriac -A sigproj ARGS`` beside the workers, on their broker."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "celeriac", "-A", "sigproj", *args],
-            cwd=tmp_path,
-            env=subprocess_env(broker, tmp_path / "signals.jsonl"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        return run_celeriac(broker, tmp_path, *args)
 
     return run
 

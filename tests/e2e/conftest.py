@@ -94,6 +94,22 @@ def subprocess_env(broker: Broker, signal_log: Path) -> dict[str, str]:
     return env
 
 
+def run_celeriac(
+    broker: Broker, folder: Path, *args: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m celeriac -A sigproj ARGS`` in ``folder`` on ``broker``; its output is
+    captured, and it is killed if it overruns ``timeout``."""
+    return subprocess.run(
+        [sys.executable, "-m", "celeriac", "-A", "sigproj", *args],
+        cwd=folder,
+        env=subprocess_env(broker, folder / "signals.jsonl"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.fixture(params=["sqlite", "redis", "rabbitmq"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
     if request.param == "sqlite":

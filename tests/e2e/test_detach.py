@@ -6,28 +6,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from celeriac import Celeriac
-from tests.e2e.conftest import Broker, subprocess_env, wait_for
+from tests.e2e.conftest import Broker, run_celeriac, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("broker", ["sqlite"], indirect=True)]
 
 
 def celeriac(tmp_path: Path, broker: Broker, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``celeriac -A sigproj ARGS`` in ``tmp_path``; a detaching command returns at once."""
-    return subprocess.run(
-        [sys.executable, "-m", "celeriac", "-A", "sigproj", *args],
-        cwd=tmp_path,
-        env=subprocess_env(broker, tmp_path / "signals.jsonl"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return run_celeriac(broker, tmp_path, *args)
 
 
 def alive(pid: int) -> bool:

@@ -29,7 +29,7 @@ from tests.e2e.conftest import (
     Broker,
     WorkerProcess,
     launch_worker,
-    subprocess_env,
+    run_celeriac,
     wait_for,
 )
 from tests.servers import SERVERS, private_redis, require
@@ -345,15 +345,7 @@ def test_result_of_an_unknown_id_says_pending_and_waits_only_with_timeout(
     broker: Broker, tmp_path: Path
 ) -> None:
     def result(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "celeriac", "-A", "sigproj", "result", *arguments],
-            cwd=tmp_path,
-            env=subprocess_env(broker, tmp_path / "signals.jsonl"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        return run_celeriac(broker, tmp_path, "result", *arguments)
 
     started = time.monotonic()
     at_once = result("no-such-id")

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from celeriac import Celeriac
 from celeriac.cli.pidfile import is_alive
-from tests.e2e.conftest import Broker, subprocess_env, wait_for
+from tests.e2e.conftest import Broker, run_celeriac, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("broker", ["sqlite"], indirect=True)]
 HOST = socket.gethostname()
@@ -24,14 +23,7 @@ NODES = ("-P", "threads", "-c", "1", "-c:w2", "2", *FILES)
 
 
 def multi(tmp_path: Path, broker: Broker, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "celeriac", "-A", "sigproj", "multi", *args],
-        cwd=tmp_path,
-        env=subprocess_env(broker, tmp_path / "signals.jsonl"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_celeriac(broker, tmp_path, "multi", *args, timeout=60)
 
 
 def pids(tmp_path: Path) -> dict[str, int]:
