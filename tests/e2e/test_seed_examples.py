@@ -604,6 +604,16 @@ def test_every_command_accepts_the_preload_options_of_both_forms(project: Projec
         assert "--template" in shown.stdout, name
 
 
+def test_multi_hands_the_preload_options_on_to_each_worker(project: Project) -> None:
+    shown = project.command("-A", "proj", "multi", "show", "w1", "w2", "--monitoring", "-c", "2")
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(" -A proj --monitoring worker --detach " in line for line in lines)
+    assert all(line.endswith(" -c 2") for line in lines)
+
+
 def test_preload_options_reach_the_seed_handler_from_each_command(project: Project) -> None:
     worker = project.worker("proj", "w1@example.com", "--monitoring", "-Z", "fast")
     called = project.command("-A", "proj", "call", "proj.tasks.add", "--args", "[1, 2]",

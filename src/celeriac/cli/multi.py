@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 
 from celeriac import __version__
+from celeriac.cli.app_loading import PRELOAD_OPTIONS_KEY, CeleriacCommand, CLIContext
 from celeriac.cli.multi_nodes import Node, parse_nodes
 from celeriac.cli.pidfile import is_alive, read_live_pid
 
@@ -140,7 +141,8 @@ ACTIONS: dict[str, Action] = {
 
 
 def _root_prefix(ctx: click.Context) -> list[str]:
-    """The global options this command was given, for the worker command lines."""
+    """The global options and the app's preload options this command was given, for the
+    worker command lines (the root command takes both)."""
     params = ctx.find_root().params
     prefix: list[str] = []
     for key, flag in (
@@ -151,12 +153,27 @@ def _root_prefix(ctx: click.Context) -> list[str]:
     ):
         if params.get(key):
             prefix += [flag, str(params[key])]
+    cli = ctx.find_object(CLIContext)
+    values = ctx.meta.get(PRELOAD_OPTIONS_KEY, {})
+    for option in cli.app.user_options.get("preload", ()) if cli is not None else ():
+        prefix += _given(option, values.get(option.name))
     return prefix
 
 
+def _given(option: click.Parameter, value: object) -> list[str]:
+    """The arguments that give ``option`` the value ``value``; none for its default."""
+    if value is None or value == option.default or not isinstance(option, click.Option):
+        return []
+    flag = max(option.opts, key=len)
+    if option.is_flag:
+        return [flag] if value else []
+    values = value if option.multiple and isinstance(value, list | tuple) else [value]
+    return [part for item in values for part in (flag, str(item))]
+
+
 @click.command(
+    cls=CeleriacCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=True,
 )
 @click.argument("command", type=click.Choice([*ACTIONS, "expand", "get"]))
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
