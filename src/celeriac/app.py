@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 
 from celeriac import current, signals, store_location
 from celeriac.amqp import AMQP
-from celeriac.backends.base import Meta, ResultBackend
+from celeriac.backends.base import Meta, ResultBackend, replies_by_message
 from celeriac.config import Settings, settings_module_from_envvar, settings_source
 from celeriac.connection import Connection, ConnectionPool, ProducerPool
 from celeriac.control import Control
@@ -135,7 +135,7 @@ class Celeriac:
         self._backend: ResultBackend | None = None
         self._pool: ConnectionPool | None = None
         self._producer_pool: ProducerPool | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the rpc backend is made with the transport
         self._origin: tuple[int, str] = (0, "")
         self._source_file = store_location.defining_file(self)
         self._embedded_url: str | None = None
@@ -400,12 +400,18 @@ class Celeriac:
         from celeriac.backends import from_url
 
         accept = self.conf.result_accept_content or self.conf.accept_content
+        options = dict(self.conf.result_backend_transport_options)
+        if url.partition("://")[0] == "rpc":
+            # Results travel as messages through the broker, to this client's queue.
+            options.update(
+                transport=self.transport, oid=self.oid, persistent=self.conf.result_persistent
+            )
         return from_url(
             url,
             serializer=self.conf.result_serializer,
             accept=accept,
             expires=self.conf.result_expires,
-            **self.conf.result_backend_transport_options,
+            **options,
         )
 
     def connection_for_write(self, url: str | None = None, **options: Any) -> Connection:
@@ -509,24 +515,53 @@ class Celeriac:
         with self.producer_pool.acquire(block=True) as borrowed:
             yield borrowed
 
-    def store_meta(self, meta: Meta) -> None:
+    def store_meta(self, meta: Meta, *, reply_to: str | None = None) -> None:
         """Store a result-meta dict in the result backend.
 
-        With ``result_backend_always_retry`` (on by default) an unreachable store is
-        retried until it is back, so an outcome is not lost to a blip of the store.
+        ``reply_to`` is the task message's: the ``rpc://`` backend sends the meta there
+        instead of storing it. With ``result_backend_always_retry`` (on by default) an
+        unreachable store is retried until it is back, so an outcome is not lost to a
+        blip of the store.
         """
         backend = self.backend
         task_id = str(meta["task_id"])
         conf = self.conf
+        replies = replies_by_message(backend)
+
+        def store() -> None:
+            if replies is not None:
+                replies.store_reply(task_id, meta, reply_to)
+            else:
+                backend.store(task_id, meta)
+
         if not conf.result_backend_always_retry:
-            backend.store(task_id, meta)
+            store()
             return
         retry_while_unavailable(
-            lambda: backend.store(task_id, meta),
+            store,
             max_retries=conf.result_backend_max_retries,
             base_sleep_ms=conf.result_backend_base_sleep_between_retries_ms,
             max_sleep_ms=conf.result_backend_max_sleep_between_retries_ms,
         )
+
+    def prepare_replies(self, reply_to: str | None, ignore_result: bool | None) -> None:
+        """Before a task is sent: with ``rpc://``, make sure this client reads its reply
+        queue, so no result sent back is dropped (RabbitMQ drops what reaches no queue).
+
+        Nothing to do for a task whose results go to another client's queue (a retry keeps
+        its caller's ``reply_to``) or are ignored.
+        """
+        if reply_to is not None or ignore_result:
+            return
+        backend = self._backend
+        if backend is None:
+            url = self.result_backend_url
+            if not url or not url.startswith("rpc:"):
+                return
+            backend = self.backend
+        replies = replies_by_message(backend)
+        if replies is not None:
+            replies.ensure_reply_queue()
 
     @property
     def origin(self) -> str:

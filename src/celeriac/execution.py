@@ -135,7 +135,7 @@ def store_state(
         parent_id=request.parent_id,
         extended=_extended_fields(task, request),
     )
-    task.app.store_meta(meta)
+    task.app.store_meta(meta, reply_to=request.reply_to)
 
 
 def _follow_up(

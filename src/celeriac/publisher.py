@@ -250,6 +250,7 @@ def send_task_message(
         )
     except EncodeError as exc:
         raise unencodable_arguments(name, serializer, exc) from exc
+    app.prepare_replies(reply_to, options.get("ignore_result"))
     embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
     body = (args, kwargs, embed)
     policy = dict(conf.task_publish_retry_policy, **(retry_policy or {}))

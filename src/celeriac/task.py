@@ -600,7 +600,10 @@ class Task(Generic[P, R]):
         task_id = task_id or self.request.id
         if task_id is None:
             raise ValueError("update_state needs a task_id outside a running task")
-        self.app.store_meta(build_meta(task_id, state or states.PENDING, meta, **kwargs))
+        self.app.store_meta(
+            build_meta(task_id, state or states.PENDING, meta, **kwargs),
+            reply_to=self.request.reply_to,
+        )
 
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main}>"

@@ -47,6 +47,12 @@ def _postgres() -> BackendFactory:
     return PostgresBackend
 
 
+def _rpc() -> BackendFactory:
+    from celeriac.backends.rpc import RPCBackend
+
+    return RPCBackend
+
+
 SCHEMES: dict[str, Callable[[], BackendFactory]] = {
     "memory": _memory,
     "cache+memory": _memory,
@@ -61,6 +67,7 @@ SCHEMES: dict[str, Callable[[], BackendFactory]] = {
     "db+postgresql": _postgres,
     "db+postgresql+psycopg": _postgres,
     "db+postgresql+psycopg2": _postgres,
+    "rpc": _rpc,
 }
 
 

@@ -54,6 +54,7 @@ from celeriac.transports.amqp_topology import (
     QUEUE_TYPES,
     Binding,
     ExchangeSpec,
+    QueueSpec,
     channel_exchange,
     delay_binding,
     delay_seconds,
@@ -324,6 +325,24 @@ class AmqpTransport:
         """Return the revoked ids in the revokes stream that have not expired."""
         return read_revokes(self._settings)
 
+    def publish_reply(self, queue: str, envelope: Envelope) -> None:
+        """Send to reply queue ``queue`` through the default exchange, as Celery's rpc
+        backend does; its reader declared it, and a reply to a queue gone is dropped."""
+        session = self._live_session()
+        message = to_amqp(envelope, 0)
+        session.wait_confirmed(
+            session.call(
+                lambda live: live.publish([("", queue, message)], confirm=self.confirm_publish)
+            )
+        )
+
+    def open_replies(self, queue: str, expires: float | None) -> AmqpSubscription:
+        """Declare reply queue ``queue`` as Celery's client does (not durable, deleted
+        ``expires`` seconds after its last reader) and read it."""
+        arguments = {"x-expires": int(expires * 1000)} if expires else {}
+        spec = QueueSpec(queue, durable=False, auto_delete=True, arguments=arguments)
+        return AmqpSubscription(self, queue, reply_queue=spec)
+
     def subscribe(self, channel: str, routing_key: str | None = None) -> AmqpSubscription:
         """Start receiving what is broadcast on ``channel`` (with ``routing_key``) from now on."""
         subscription = AmqpSubscription(self, channel, routing_key)
@@ -486,7 +505,8 @@ class AmqpTransport:
 
 
 class AmqpSubscription:
-    """A reader of one broadcast channel: an exclusive queue bound to the channel's exchange.
+    """A reader of one broadcast channel: an exclusive queue bound to the channel's exchange,
+    or of a reply queue (``reply_queue``), read straight from the default exchange.
 
     It is set up before ``subscribe`` returns, so nothing broadcast after it is missed.
     When the connection is lost, ``get`` raises TransportError once and the next call
@@ -494,11 +514,17 @@ class AmqpSubscription:
     """
 
     def __init__(
-        self, transport: AmqpTransport, channel: str, routing_key: str | None = None
+        self,
+        transport: AmqpTransport,
+        channel: str,
+        routing_key: str | None = None,
+        *,
+        reply_queue: QueueSpec | None = None,
     ) -> None:
         self._transport = transport
         self._channel = channel
         self._routing_key = routing_key
+        self._reply_queue = reply_queue
         self._closed = False
         self._session, self._tag, self._queue = self._open()
 
@@ -537,6 +563,15 @@ class AmqpSubscription:
             session.broadcast.notify_all()
 
     def _open(self) -> tuple[Session, str, str]:
+        reply_queue = self._reply_queue
+        if reply_queue is not None:
+
+            def read(session: Session) -> str:
+                session.declare_queue(reply_queue)
+                return session.subscribe(reply_queue.name)
+
+            session = self._transport._live_session()
+            return session, session.call(read), reply_queue.name
         exchange = channel_exchange(self._channel)
         queue, binding_key = subscriber_queue(self._channel, self._routing_key)
 

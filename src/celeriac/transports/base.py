@@ -215,6 +215,25 @@ class Transport(Protocol):
         ...
 
 
+@runtime_checkable
+class ReplyQueues(Protocol):
+    """A broker whose reply queues differ from task queues (optional; RabbitMQ's do).
+
+    The ``rpc://`` result backend sends each result to the queue its client named in
+    ``reply_to``. Without this protocol it uses ``publish`` and ``fetch``; RabbitMQ
+    declares a reply queue as Celery's client does, so only that client declares it.
+    """
+
+    def publish_reply(self, queue: str, envelope: Envelope) -> None:
+        """Send to the reply queue ``queue``, which its reader declared; never declare it."""
+        ...
+
+    def open_replies(self, queue: str, expires: float | None) -> Subscription:
+        """Declare the reply queue ``queue`` (gone ``expires`` seconds after its reader
+        stops) and read it from now on."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StartBooking:
     """A request to book ``count`` start slots for ``key``, ``interval`` seconds apart."""

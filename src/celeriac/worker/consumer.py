@@ -32,6 +32,7 @@ from celeriac.exceptions import (
     NotRegistered,
     TaskRevokedError,
 )
+from celeriac.protocol.envelope import Envelope
 from celeriac.protocol.message import parse_task_message, readable_task_id
 from celeriac.protocol.result_meta import build_meta
 from celeriac.serialization import normalize_accept, serializer_name
@@ -351,7 +352,8 @@ class Consumer:
             self.store_outcome(request, states.FAILURE, exc)
             self._send_task_event("task-rejected", request, requeue=False)
         elif (task_id := readable_task_id(delivery.envelope)) is not None:
-            self._quietly(self.app.store_meta, build_meta(task_id, states.FAILURE, exc))
+            meta = build_meta(task_id, states.FAILURE, exc)
+            self._quietly(self._store, meta, delivery.envelope)
 
     def settle(
         self, request: Request, action: Action, *, reason: str = "", delay: float = 0.0
@@ -550,9 +552,13 @@ class Consumer:
 
     def store_outcome(self, request: Request, state: str, exc: BaseException) -> None:
         """Store an outcome decided here, not by the task, and tell the task's chord of it."""
-        self._quietly(self.app.store_meta, build_meta(request.id, state, exc))
+        self._quietly(self._store, build_meta(request.id, state, exc), request.delivery.envelope)
         if request.message.group is not None:
             self._quietly(self._report_chord_part, request, state, exc)
+
+    def _store(self, meta: dict[str, Any], envelope: Envelope) -> None:
+        reply_to = envelope.properties.get("reply_to")
+        self.app.store_meta(meta, reply_to=reply_to if isinstance(reply_to, str) else None)
 
     def _report_chord_part(self, request: Request, state: str, exc: BaseException) -> None:
         _, _, embed = request.message.decode_body(
