@@ -4,7 +4,8 @@ Celery's wire format (wire protocol §7.5). A client names its own reply queue, 
 ``oid``, in the ``reply_to`` of each task it sends; the worker sends every state of the
 task there, as a message whose ``correlation_id`` is the task id and whose body is the
 result meta. Nothing is stored: only the client that sent the task sees its result, and
-it reads each message once, keeping the last state of every task in memory.
+it reads each message once, keeping the last state of each task in memory (the latest
+``MAX_KEPT`` tasks).
 
 The messages go through the app's broker. On RabbitMQ the reply queue is Celery's
 (non-durable, deleted a day after its client stops reading) and is declared when the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -38,6 +40,9 @@ NO_CHORDS = (
 )
 NO_GROUPS = "The rpc result backend cannot save a group result: it stores nothing."
 READ_BATCH = 100
+MAX_KEPT = 100_000
+"""States kept for tasks nobody asked about yet; past it the oldest are dropped, so a
+client that sends tasks and never reads their results does not grow without bound."""
 
 
 class RPCBackend:
@@ -62,7 +67,7 @@ class RPCBackend:
         self.accept = accepted_content_types(serializer, accept)
         self.expires = expires
         self.persistent = bool(persistent)
-        self._states: dict[str, Meta] = {}
+        self._states: OrderedDict[str, Meta] = OrderedDict()
         self._lock = threading.Lock()
         # One reader at a time: a subscription is read from one thread.
         self._reading = threading.Lock()
@@ -249,6 +254,9 @@ class RPCBackend:
             if isinstance(meta, dict) and task_id:
                 with self._lock:
                     self._states[str(task_id)] = meta
+                    self._states.move_to_end(str(task_id))
+                    while len(self._states) > MAX_KEPT:
+                        self._states.popitem(last=False)
 
 
 class FetchedReplies:
