@@ -124,7 +124,7 @@ def test_broker_file_survives_200_sigkills_of_a_worker_mid_commit(tmp_path: Path
         "sqlite",
         "ok" if is_good else "FAILED",
         f"{killed} kills in {killing:.0f} s ({killed_with_runs} of the workers killed had run"
-        f" tasks), integrity_check not ok after {len(damaged)};"
+        f" tasks), integrity_check failed after {len(damaged)} of {killed} kills;"
         f" {len(ids)} tasks ({SENT_BEFORE} before, {len(ids) - SENT_BEFORE} during),"
         f" {ran_before_last_worker} ran before the last worker; lost {lost},"
         f" duplicates {duplicates}, {left} left in the queue",
