@@ -43,10 +43,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-# Task events per message at most; the heart sends a batch 0.1 s after its first event
-# anyway. With the dispatcher's default of 24 the bench measured -E at 28% of a prefork
-# worker's drain rate on Redis, with 500 at 21% (most of the rest is per-event work).
-TASK_EVENT_BATCH = 500
+# Task events per message at most. The heart sends a batch 0.1 s after its first event,
+# so a busy worker's batches stay well under this and the heart publishes them all: a
+# batch that fills up is published by the thread that filled it, holding the dispatcher's
+# lock while the fetcher and the pool's threads wait for it. The bench measured -E at 28%
+# of a prefork worker's drain on Redis with the dispatcher's default of 24, 16-25% with
+# 500, and 1-6% with 5,000.
+TASK_EVENT_BATCH = 5000
 
 
 def default_hostname() -> str:
