@@ -46,6 +46,13 @@ class ImproperlyConfigured(CeleriacError):
     """The configuration is invalid or incomplete."""
 
 
+class ChordsNotSupported(ImproperlyConfigured, NotImplementedError):
+    """The result backend in use cannot count a chord's header (none, or ``rpc://``).
+
+    A ``NotImplementedError`` too, which is what Celery raises for ``rpc://``.
+    """
+
+
 class NotRegistered(KeyError, CeleriacError):
     """The task name is not in the registry."""
 

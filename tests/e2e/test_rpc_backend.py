@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from celeriac import Celeriac, chord, states
+from celeriac import Celeriac, GroupResult, chord, group, states
 from celeriac.exceptions import TaskRevokedError
 from tests.e2e.conftest import Broker, WorkerProcess, wait_for
 
@@ -64,6 +64,21 @@ def test_a_task_ended_by_the_worker_itself_is_reported_too(
     with pytest.raises(TaskRevokedError):
         running.get(timeout=20)
     assert running.state == states.REVOKED
+
+
+def test_a_group_saved_by_the_client_is_restored_there(
+    start_worker: StartWorker, client: Celeriac
+) -> None:
+    start_worker(pool="threads", concurrency=2)
+    sent = group(client.signature("sigproj.add", (n, n)) for n in range(3)).apply_async()
+
+    sent.save()
+    restored = GroupResult.restore(sent.id, app=client)
+
+    assert restored is not None
+    assert restored.get(timeout=20) == [0, 2, 4]
+    restored.delete()
+    assert GroupResult.restore(sent.id, app=client) is None
 
 
 def test_a_chord_is_refused_with_celery_s_message(client: Celeriac) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from celeriac.exceptions import OperationalError
+from celeriac.exceptions import ChordsNotSupported, OperationalError
 from celeriac.states import PROPAGATE_STATES
 
 Meta = dict[str, Any]
@@ -223,3 +223,41 @@ class RepliesByMessage(Protocol):
 def replies_by_message(backend: object) -> RepliesByMessage | None:
     """``backend`` if it sends results as messages (``rpc://``), else None."""
     return backend if hasattr(backend, "store_reply") else None  # type: ignore[return-value]
+
+
+class RefusesChords:
+    """The chord half of :class:`ResultBackend` for a backend that keeps no counters.
+
+    A chord is counted in the result store; a backend without one (no backend, or
+    ``rpc://``) names why in ``chords_refusal``, and the first chord call, made when the
+    chord is applied, raises :class:`ChordsNotSupported` with it.
+    """
+
+    chords_refusal: str
+
+    def set_chord_size(
+        self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
+    ) -> ChordProgress:
+        """Refuse: there is nowhere to count the chord."""
+        raise ChordsNotSupported(self.chords_refusal)
+
+    def add_to_chord(self, group_id: str, count: int = 1) -> None:
+        """Refuse: there is nowhere to count the chord."""
+        raise ChordsNotSupported(self.chords_refusal)
+
+    def chord_part_done(
+        self,
+        group_id: str,
+        task_id: str,
+        group_index: int | None,
+        state: str,
+        result: Any,
+        *,
+        claim_expires: float = CHORD_CLAIM_EXPIRES,
+    ) -> ChordProgress:
+        """Refuse: there is nowhere to count the chord."""
+        raise ChordsNotSupported(self.chords_refusal)
+
+    def finish_chord(self, group_id: str, claim: str) -> bool:
+        """Refuse: there is nowhere to count the chord."""
+        raise ChordsNotSupported(self.chords_refusal)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from celeriac.backends.base import CHORD_CLAIM_EXPIRES, ChordProgress, Meta, ResultTuple
+from celeriac.backends.base import Meta, RefusesChords, ResultTuple
 from celeriac.exceptions import ImproperlyConfigured
 
 NO_BACKEND = (
@@ -14,13 +13,14 @@ NO_BACKEND = (
 )
 
 
-class DisabledBackend:
+class DisabledBackend(RefusesChords):
     """Drop stored results; raise a clear error when someone waits for one.
 
     Groups and chords need a store, so saving a group or counting a chord raises too.
     """
 
     url = "disabled://"
+    chords_refusal = NO_BACKEND
 
     def store(self, task_id: str, meta: Meta) -> None:
         """Keep nothing."""
@@ -57,30 +57,3 @@ class DisabledBackend:
 
     def delete_group(self, group_id: str) -> None:
         """Nothing to delete."""
-
-    def set_chord_size(
-        self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
-    ) -> ChordProgress:
-        """Refuse: a chord is counted in the result store."""
-        raise ImproperlyConfigured(NO_BACKEND)
-
-    def add_to_chord(self, group_id: str, count: int = 1) -> None:
-        """Refuse: a chord is counted in the result store."""
-        raise ImproperlyConfigured(NO_BACKEND)
-
-    def chord_part_done(
-        self,
-        group_id: str,
-        task_id: str,
-        group_index: int | None,
-        state: str,
-        result: Any,
-        *,
-        claim_expires: float = CHORD_CLAIM_EXPIRES,
-    ) -> ChordProgress:
-        """Refuse: a chord is counted in the result store."""
-        raise ImproperlyConfigured(NO_BACKEND)
-
-    def finish_chord(self, group_id: str, claim: str) -> bool:
-        """Refuse: a chord is counted in the result store."""
-        raise ImproperlyConfigured(NO_BACKEND)

@@ -11,7 +11,9 @@ The messages go through the app's broker. On RabbitMQ the reply queue is Celery'
 (non-durable, deleted a day after its client stops reading) and is declared when the
 client sends its first task, so a real Celery worker can answer a celeriac client and a
 celeriac worker a Celery client. On the other brokers it is an ordinary queue of the
-broker. Chords and saved groups need a store, so they are refused, as Celery does.
+broker. A saved group (``GroupResult.save``) is kept by the client that saved it, the
+only one that sees its members' results. Chords need counters in a store, so they are
+refused, with Celery's message.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from celeriac import serialization
 from celeriac.backends import accepted_content_types
-from celeriac.backends.base import CHORD_CLAIM_EXPIRES, ChordProgress, Meta, ResultTuple
+from celeriac.backends.base import Meta, RefusesChords, ResultTuple
 from celeriac.exceptions import DecodeError, TimeoutError
 from celeriac.protocol.envelope import Envelope
 from celeriac.states import READY_STATES
@@ -38,15 +40,16 @@ NO_CHORDS = (
     " task is also upgraded to be a chord, as this pattern requires synchronization."
     " Result backends that support chords: Redis, PostgreSQL, SQLite."
 )
-NO_GROUPS = "The rpc result backend cannot save a group result: it stores nothing."
 READ_BATCH = 100
 MAX_KEPT = 100_000
 """States kept for tasks nobody asked about yet; past it the oldest are dropped, so a
 client that sends tasks and never reads their results does not grow without bound."""
 
 
-class RPCBackend:
+class RPCBackend(RefusesChords):
     """Send results to the calling client's reply queue; read this client's own."""
+
+    chords_refusal = NO_CHORDS
 
     def __init__(
         self,
@@ -68,6 +71,7 @@ class RPCBackend:
         self.expires = expires
         self.persistent = bool(persistent)
         self._states: OrderedDict[str, Meta] = OrderedDict()
+        self._groups: dict[str, ResultTuple] = {}
         self._lock = threading.Lock()
         # One reader at a time: a subscription is read from one thread.
         self._reading = threading.Lock()
@@ -150,71 +154,19 @@ class RPCBackend:
         return 0
 
     def save_group(self, group_id: str, result: ResultTuple) -> None:
-        """Refuse: nothing is stored.
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(NO_GROUPS)
+        """Keep a group's result tuple in this client, the only one that sees its results."""
+        with self._lock:
+            self._groups[group_id] = result
 
     def restore_group(self, group_id: str) -> ResultTuple | None:
-        """Refuse: nothing is stored.
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(NO_GROUPS)
+        """Return a group this client saved, or None."""
+        with self._lock:
+            return self._groups.get(group_id)
 
     def delete_group(self, group_id: str) -> None:
-        """Refuse: nothing is stored.
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(NO_GROUPS)
-
-    def set_chord_size(
-        self, group_id: str, size: int, *, claim_expires: float = CHORD_CLAIM_EXPIRES
-    ) -> ChordProgress:
-        """Refuse chords, with Celery's message.
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(NO_CHORDS)
-
-    def add_to_chord(self, group_id: str, count: int = 1) -> None:
-        """Refuse chords, with Celery's message.
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(NO_CHORDS)
-
-    def chord_part_done(
-        self,
-        group_id: str,
-        task_id: str,
-        group_index: int | None,
-        state: str,
-        result: Any,
-        *,
-        claim_expires: float = CHORD_CLAIM_EXPIRES,
-    ) -> ChordProgress:
-        """Refuse chords, with Celery's message.
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(NO_CHORDS)
-
-    def finish_chord(self, group_id: str, claim: str) -> bool:
-        """Refuse chords, with Celery's message.
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(NO_CHORDS)
+        """Forget a group this client saved."""
+        with self._lock:
+            self._groups.pop(group_id, None)
 
     def close(self) -> None:
         """Stop reading the reply queue."""
