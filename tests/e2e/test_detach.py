@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from celeriac import Celeriac
+from celeriac.cli.pidfile import is_alive
 from tests.e2e.conftest import Broker, run_celeriac, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("broker", ["sqlite"], indirect=True)]
@@ -20,21 +21,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.parametrize("broker", ["sqlite"], in
 def celeriac(tmp_path: Path, broker: Broker, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``celeriac -A sigproj ARGS`` in ``tmp_path``; a detaching command returns at once."""
     return run_celeriac(broker, tmp_path, *args)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return "Z"
 
 
 def pid_in(path: Path) -> int:
@@ -48,7 +34,7 @@ def daemons() -> Iterator[list[int]]:
     pids: list[int] = []
     yield pids
     for pid in pids:
-        if alive(pid):
+        if is_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -73,7 +59,7 @@ def test_a_detached_worker_runs_on_in_its_own_session_and_stops_on_sigterm(
     assert f"pidfile daemon.pid holds the pid {pid} of a running process" in second.stderr
 
     os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: not alive(pid), timeout=20)
+    assert wait_for(lambda: not is_alive(pid), timeout=20)
     assert not (tmp_path / "daemon.pid").exists()
     assert sorted(path.name for path in tmp_path.glob("*%*")) == []
 
@@ -102,7 +88,7 @@ def test_a_detached_beat_holds_its_pidfile_until_sigterm(
     assert os.getsid(pid) != os.getsid(0)
 
     os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: not alive(pid), timeout=20)
+    assert wait_for(lambda: not is_alive(pid), timeout=20)
     assert not (tmp_path / "beat.pid").exists()
 
 
